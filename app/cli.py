@@ -1,0 +1,240 @@
+"""``shoal``: serve, migrate, administer (on the database directly), and client commands.
+
+Admin commands act on the configured database like a migration tool, so an operator can create
+the first tenant before any server runs. Client commands (``ingest``, ``query``) talk HTTP to
+``SHOAL_URL`` with ``SHOAL_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from app.settings import Settings, get_settings
+
+app = typer.Typer(help="Shoal: multi-tenant retrieval-augmented generation.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+admin_app = typer.Typer(help="Tenants and keys, on the configured database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+UrlOpt = Annotated[str, typer.Option(envvar="SHOAL_URL", help="Server URL.")]
+KeyOpt = Annotated[str, typer.Option(envvar="SHOAL_API_KEY", help="API key.", show_default=False)]
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default SHOAL_API__HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SHOAL_API__PORT).")] = None,
+) -> None:
+    """Migrate the database, create the first platform key if there is none, and serve."""
+    import uvicorn
+
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    _upgrade(settings)
+    _bootstrap(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_config=None,  # our JSON logging, configured above
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (idempotent)."""
+    _upgrade(get_settings())
+    err.print("database at head")
+
+
+@admin_app.command("create-tenant")
+def create_tenant(
+    name: str,
+    as_json: JsonOpt = False,
+    requests_per_minute: Annotated[int | None, typer.Option(min=1)] = None,
+    tokens_per_minute: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Create a tenant."""
+    from app.services import tenants
+
+    quotas = {
+        k: v
+        for k, v in {
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+        }.items()
+        if v is not None
+    }
+    with _session() as session:
+        tenant = _or_exit(lambda: tenants.create_tenant(session, name=name, quotas=quotas))
+        _emit({"id": tenant.id, "name": tenant.name, "quotas": tenant.quotas}, as_json)
+
+
+@admin_app.command("list-tenants")
+def list_tenants(as_json: JsonOpt = False) -> None:
+    """List tenants."""
+    from app.services import tenants
+
+    with _session() as session:
+        rows = [
+            {"id": t.id, "name": t.name, "quotas": t.quotas, "created_at": t.created_at.isoformat()}
+            for t in tenants.list_tenants(session)
+        ]
+    _emit(rows, as_json)
+
+
+@admin_app.command("create-key")
+def create_key(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Tenant id.")] = None,
+    scopes: Annotated[str, typer.Option(help="Comma-separated: admin,write,query.")] = "",
+    platform: Annotated[bool, typer.Option("--platform", help="A platform key.")] = False,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key; the whole key is printed once and never again."""
+    from app.services import keys, tenants
+
+    if platform == (tenant is not None):
+        _fail("give exactly one of --tenant ID and --platform")
+    with _session() as session:
+        if tenant is not None:
+            _or_exit(lambda: tenants.get_tenant(session, tenant_id=tenant))
+        wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+        row, plaintext = _or_exit(
+            lambda: keys.create_key(session, tenant_id=tenant, name=name, scopes=wanted)
+        )
+        session.commit()
+        _emit({"id": row.id, "tenant_id": row.tenant_id, "scopes": row.scopes, "key": plaintext}, as_json)
+
+
+@admin_app.command("revoke-key")
+def revoke_key(key_id: str, as_json: JsonOpt = False) -> None:
+    """Revoke a key; the next request with it is refused."""
+    from app.services import keys
+
+    with _session() as session:
+        row = _or_exit(lambda: keys.revoke_key(session, key_id=key_id))
+        session.commit()
+        revoked = row.revoked_at.isoformat() if row.revoked_at else None
+        _emit({"id": row.id, "revoked_at": revoked}, as_json)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(exists=True, help="Files or folders.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace name.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = "",
+    batch_size: Annotated[int, typer.Option(min=1, max=1000)] = 32,
+    wait: Annotated[bool, typer.Option(help="Follow the jobs until they finish.")] = True,
+) -> None:
+    """Upload files (folders are walked) and follow their jobs; exit 1 if any document failed."""
+    from app.client import ingest_paths
+
+    code = ingest_paths(
+        paths, namespace=namespace, url=url, api_key=_need_key(api_key), batch_size=batch_size,
+        wait=wait, console=err,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def query(
+    question: str,
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace name.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = "",
+    top_k: Annotated[int | None, typer.Option(min=1, max=50)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a question; prints the answer and its citations."""
+    from app.client import ask
+
+    answer = ask(question, namespace=namespace, url=url, api_key=_need_key(api_key), top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    out.print(answer["answer"])
+    for i, c in enumerate(answer["citations"], start=1):
+        out.print(f"[{i}] {c.get('filename') or c['document_id']} (chunk {c['chunk_id']}, score {c['score']:.3f})")
+
+
+def _upgrade(settings: Settings) -> None:
+    from app.db.migrate import upgrade
+
+    upgrade(settings.resolved_database_url)
+
+
+def _bootstrap(settings: Settings) -> None:
+    """Give an empty database its first platform key, printed once."""
+    from app.services import keys
+
+    with _session(settings) as session:
+        if keys.has_any_platform_key(session):
+            return
+        if settings.bootstrap_key is not None:
+            keys.install_key(session, token=settings.bootstrap_key.get_secret_value(), name="bootstrap")
+            session.commit()
+            err.print("installed the platform key from SHOAL_BOOTSTRAP_KEY")
+            return
+        _, plaintext = keys.create_key(session, tenant_id=None, name="bootstrap", scopes=[])
+        session.commit()
+    # stdout, unbuffered, so `make run | tee` and supervisors keep it; it is never shown again.
+    print(f"\nplatform key (shown once, store it now):\n\n    {plaintext}\n", flush=True)  # noqa: T201
+
+
+def _session(settings: Settings | None = None) -> Any:
+    from app.db.session import make_engine, make_session_factory
+
+    settings = settings or get_settings()
+    _upgrade(settings)
+    return make_session_factory(make_engine(settings.resolved_database_url))()
+
+
+def _or_exit(action: Any) -> Any:
+    from app.errors import ShoalError
+
+    try:
+        return action()
+    except ShoalError as exc:
+        _fail(str(exc))
+
+
+def _emit(value: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(value, indent=2, default=str))
+    else:
+        out.print(value)
+
+
+def _need_key(api_key: str) -> str:
+    if not api_key:
+        _fail("set SHOAL_API_KEY or pass --api-key")
+    return api_key
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

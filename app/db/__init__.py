@@ -1,0 +1,1 @@
+"""Metadata storage: SQLAlchemy models, engines and sessions, Alembic upgrades."""

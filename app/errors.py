@@ -1,0 +1,53 @@
+"""Errors the platform's services raise; :mod:`app.gateway.problems` maps each to an HTTP status.
+
+    ShoalError
+    ├── AuthenticationError     no key, a malformed, unknown or revoked key (401)
+    ├── PermissionDeniedError   the key lacks the scope the action needs (403)
+    ├── NotFoundError           no such resource *for this caller*: another tenant's is the same (404)
+    ├── ConflictError           the name is taken (409)
+    ├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
+    └── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
+"""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Base of the platform's own errors; ``str(exc)`` is the problem's ``detail``."""
+
+
+class AuthenticationError(ShoalError):
+    """Raised when a request carries no usable API key."""
+
+
+class PermissionDeniedError(ShoalError):
+    """Raised when the caller's key lacks the scope the action needs."""
+
+
+class NotFoundError(ShoalError):
+    """Raised when a resource does not exist for the caller.
+
+    Another tenant's resource raises exactly this, with the same message, so a key can never
+    learn whether an id or name exists elsewhere.
+    """
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class ConflictError(ShoalError):
+    """Raised when creating something whose unique name is already taken."""
+
+
+class InvalidRequestError(ShoalError):
+    """Raised for input the schema accepts but a rule refuses; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class PayloadTooLargeError(ShoalError):
+    """Raised when a request body exceeds the configured upload limit."""

@@ -1,0 +1,48 @@
+"""The FastAPI application factory: the only place (with the CLI) that wires everything."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.gateway.problems import install_problem_handlers
+from app.gateway.request_id import RequestIdMiddleware
+from app.platform import Platform, build_platform
+from app.routers import admin, documents, health, jobs, namespaces, query
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, platform: Platform | None = None) -> FastAPI:
+    """Build the app. The schema must be migrated (``shoal serve`` and ``shoal db upgrade`` do it).
+
+    ``platform`` lets a caller (tests, ``shoal serve``) share or own the adapters; by default
+    the app builds its own on start-up and closes them on shutdown.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = platform is None
+        running = platform or build_platform(settings)
+        app.state.platform = running
+        running.warm_up_in_background()
+        running.recover_pending()
+        try:
+            yield
+        finally:
+            if owned:
+                running.close()
+
+    app = FastAPI(
+        title="Shoal",
+        version="0.1.0",
+        summary="Multi-tenant retrieval-augmented generation: upload documents, ask cited questions.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_problem_handlers(app)
+    for module in (health, admin, namespaces, documents, jobs, query):
+        app.include_router(module.router)
+    return app

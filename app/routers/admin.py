@@ -1,0 +1,105 @@
+"""``/v1/admin``: tenants (platform scope), their keys and usage (platform, or the tenant's admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.gateway.deps import CallerDep, PlatformDep, SessionDep
+from app.schemas import KeyCreate, KeyCreated, KeyPublic, TenantCreate, TenantPublic, TenantUpdate
+from app.schemas import UsagePublic
+from app.services import keys, tenants, usage
+from app.services.keys import Caller
+from app.errors import PermissionDeniedError
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+def _require_platform(caller: Caller) -> None:
+    if not caller.is_platform:
+        raise PermissionDeniedError("managing tenants needs the platform scope")
+
+
+@router.post("/tenants", status_code=201)
+def create_tenant(body: TenantCreate, caller: CallerDep, session: SessionDep) -> TenantPublic:
+    _require_platform(caller)
+    tenant = tenants.create_tenant(
+        session, name=body.name, quotas=body.quotas.model_dump(exclude_none=True)
+    )
+    return TenantPublic.model_validate(tenant, from_attributes=True)
+
+
+@router.get("/tenants")
+def list_tenants(caller: CallerDep, session: SessionDep) -> list[TenantPublic]:
+    _require_platform(caller)
+    return [TenantPublic.model_validate(t, from_attributes=True) for t in tenants.list_tenants(session)]
+
+
+@router.get("/tenants/{tenant_id}")
+def get_tenant(tenant_id: str, caller: CallerDep, session: SessionDep) -> TenantPublic:
+    keys.authorize_tenant_admin(caller, tenant_id)
+    tenant = tenants.get_tenant(session, tenant_id=tenant_id)
+    return TenantPublic.model_validate(tenant, from_attributes=True)
+
+
+@router.patch("/tenants/{tenant_id}")
+def update_tenant(
+    tenant_id: str, body: TenantUpdate, caller: CallerDep, session: SessionDep
+) -> TenantPublic:
+    _require_platform(caller)
+    tenant = tenants.update_quotas(
+        session, tenant_id=tenant_id, quotas=body.quotas.model_dump(exclude_unset=True)
+    )
+    return TenantPublic.model_validate(tenant, from_attributes=True)
+
+
+@router.delete("/tenants/{tenant_id}", status_code=204)
+def delete_tenant(
+    tenant_id: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> Response:
+    _require_platform(caller)
+    tenants.delete_tenant(session, tenant_id=tenant_id, store=platform.store)
+    return Response(status_code=204)
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=201)
+def create_key(
+    tenant_id: str, body: KeyCreate, caller: CallerDep, session: SessionDep
+) -> KeyCreated:
+    keys.authorize_tenant_admin(caller, tenant_id)
+    tenants.get_tenant(session, tenant_id=tenant_id)
+    row, plaintext = keys.create_key(session, tenant_id=tenant_id, name=body.name, scopes=body.scopes)
+    session.commit()
+    return KeyCreated.model_validate({**_key_fields(row), "key": plaintext})
+
+
+@router.get("/tenants/{tenant_id}/keys")
+def list_keys(tenant_id: str, caller: CallerDep, session: SessionDep) -> list[KeyPublic]:
+    keys.authorize_tenant_admin(caller, tenant_id)
+    tenants.get_tenant(session, tenant_id=tenant_id)
+    return [KeyPublic.model_validate(_key_fields(k)) for k in keys.list_keys(session, tenant_id=tenant_id)]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: str, caller: CallerDep, session: SessionDep) -> Response:
+    keys.revoke_key(session, key_id=key_id, caller=caller)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/tenants/{tenant_id}/usage")
+def tenant_usage(tenant_id: str, caller: CallerDep, session: SessionDep) -> list[UsagePublic]:
+    keys.authorize_tenant_admin(caller, tenant_id)
+    tenants.get_tenant(session, tenant_id=tenant_id)
+    rows = usage.usage_for_tenant(session, tenant_id=tenant_id)
+    return [UsagePublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+def _key_fields(row: keys.ApiKey) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "name": row.name,
+        "scopes": row.scopes,
+        "created_at": row.created_at,
+        "revoked_at": row.revoked_at,
+    }

@@ -1,0 +1,227 @@
+"""``/v1/namespaces/{ns}/documents``: upload (write), list and read (write or query), delete (write)."""
+
+from __future__ import annotations
+
+import binascii
+import base64
+import json
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.errors import InvalidRequestError, PayloadTooLargeError
+from app.gateway.deps import CallerDep, PlatformDep, SessionDep
+from app.schemas import (
+    DocumentPage,
+    DocumentPublic,
+    DocumentsUpload,
+    UploadAccepted,
+    UploadedDocumentPublic,
+)
+from app.services import documents, namespaces
+from app.services.documents import UploadItem
+from app.services.keys import QUERY, WRITE, Caller, authorize_tenant_scope
+from fastapi.exceptions import RequestValidationError
+
+router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": DocumentsUpload.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "metadata": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "JSON objects: one for all files, or one per file in order.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("", status_code=202, openapi_extra=_UPLOAD_BODY)
+async def upload_documents(
+    ns: str, request: Request, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> UploadAccepted:
+    """Accept documents for indexing; answers at once with the job to follow."""
+    tenant_id = authorize_tenant_scope(caller, WRITE)
+    # Resolve the namespace before reading the body: a wrong name must not cost an upload.
+    namespace = await run_in_threadpool(
+        namespaces.get_namespace, session, tenant_id=tenant_id, name=ns
+    )
+    limit = platform.settings.max_upload_mb * 1024 * 1024
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body over the {platform.settings.max_upload_mb} MiB limit")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        items = await _multipart_items(request, limit)
+    else:
+        items = _json_items(await _read_body(request, limit))
+    result = await run_in_threadpool(
+        documents.upload, session, namespace=namespace, items=items, enqueue=platform.enqueue
+    )
+    return UploadAccepted(
+        job_id=result.job.id,
+        documents=[
+            UploadedDocumentPublic(
+                id=d.document.id,
+                state=d.document.state.value,
+                duplicate=d.duplicate,
+                filename=d.document.filename,
+            )
+            for d in result.documents
+        ],
+    )
+
+
+@router.get("")
+def list_documents(
+    ns: str,
+    caller: CallerDep,
+    session: SessionDep,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> DocumentPage:
+    namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
+    rows, total = documents.list_documents(session, namespace=namespace, limit=limit, offset=offset)
+    return DocumentPage(
+        items=[_public(d) for d in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{document_id}")
+def get_document(ns: str, document_id: str, caller: CallerDep, session: SessionDep) -> DocumentPublic:
+    namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
+    return _public(documents.get_document(session, namespace=namespace, document_id=document_id))
+
+
+@router.delete("/{document_id}", status_code=204)
+def delete_document(
+    ns: str, document_id: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> Response:
+    tenant_id = authorize_tenant_scope(caller, WRITE)
+    namespace = namespaces.get_namespace(session, tenant_id=tenant_id, name=ns)
+    documents.delete_document(
+        session, namespace=namespace, document_id=document_id, store=platform.store
+    )
+    return Response(status_code=204)
+
+
+def _reader(caller: Caller) -> str:
+    return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
+
+
+def _public(document: documents.Document) -> DocumentPublic:
+    return DocumentPublic(
+        id=document.id,
+        filename=document.filename,
+        media_type=document.media_type,
+        external_id=document.external_id,
+        metadata=document.meta,
+        size_bytes=document.size_bytes,
+        state=document.state.value,
+        reason=document.reason,
+        chunk_count=document.chunk_count,
+        created_at=document.created_at,
+        updated_at=document.updated_at,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` (a chunked body has no length header)."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body over the {limit // (1024 * 1024)} MiB limit")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _json_items(body: bytes) -> list[UploadItem]:
+    try:
+        upload = DocumentsUpload.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+    items = []
+    for i, doc in enumerate(upload.documents):
+        if (doc.text is None) == (doc.content_base64 is None):
+            raise InvalidRequestError(
+                "give exactly one of text and content_base64", field=f"documents.{i}"
+            )
+        if doc.text is not None:
+            data = doc.text.encode()
+            declared = "text/plain" if doc.filename is None else None
+        else:
+            try:
+                data = base64.b64decode(doc.content_base64 or "", validate=True)
+            except binascii.Error as exc:
+                raise InvalidRequestError(
+                    "content_base64 is not valid base64", field=f"documents.{i}.content_base64"
+                ) from exc
+            declared = None
+        items.append(
+            UploadItem(
+                data=data,
+                filename=doc.filename,
+                declared_type=declared,
+                metadata=doc.metadata,
+                external_id=doc.external_id,
+            )
+        )
+    return items
+
+
+async def _multipart_items(request: Request, limit: int) -> list[UploadItem]:
+    form = await request.form(max_files=1000, max_fields=1000)
+    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+    if not files:
+        raise InvalidRequestError("a multipart upload needs at least one 'files' part", field="files")
+    metadata = [_metadata(m, i) for i, m in enumerate(form.getlist("metadata"))]
+    if len(metadata) not in (0, 1, len(files)):
+        raise InvalidRequestError(
+            f"{len(metadata)} metadata parts for {len(files)} files: give none, one, or one per file",
+            field="metadata",
+        )
+    items = []
+    total = 0
+    for i, upload in enumerate(files):
+        data = await upload.read()
+        total += len(data)
+        if total > limit:
+            raise PayloadTooLargeError(f"request body over the {limit // (1024 * 1024)} MiB limit")
+        meta = metadata[i] if len(metadata) == len(files) else (metadata[0] if metadata else {})
+        items.append(
+            UploadItem(
+                data=data,
+                filename=upload.filename,
+                declared_type=upload.content_type,
+                metadata=meta,
+            )
+        )
+    return items
+
+
+def _metadata(raw: object, index: int) -> dict[str, Any]:
+    try:
+        value = json.loads(raw if isinstance(raw, str) else "")
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"metadata part {index} is not JSON", field="metadata") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"metadata part {index} is not a JSON object", field="metadata")
+    return value

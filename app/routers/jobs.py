@@ -1,0 +1,34 @@
+"""``/v1/jobs/{job_id}``: an upload's progress (write scope)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.gateway.deps import CallerDep, SessionDep
+from app.schemas import JobDocumentPublic, JobPublic
+from app.services import jobs
+from app.services.keys import WRITE, authorize_tenant_scope
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobPublic:
+    status = jobs.get_job(session, tenant_id=authorize_tenant_scope(caller, WRITE), job_id=job_id)
+    return JobPublic(
+        id=status.job.id,
+        namespace_id=status.job.namespace_id,
+        state=status.state,  # type: ignore[arg-type]  # job_state returns only the literal values
+        counts=status.counts,
+        documents=[
+            JobDocumentPublic(
+                id=doc.id,
+                state=doc.state.value,
+                reason=doc.reason,
+                duplicate=duplicate,
+                filename=doc.filename,
+            )
+            for doc, duplicate in status.documents
+        ],
+        created_at=status.job.created_at,
+    )

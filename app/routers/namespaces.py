@@ -1,0 +1,79 @@
+"""``/v1/namespaces``: a tenant's namespaces (admin; reads also write and query)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.errors import InvalidRequestError
+from app.gateway.deps import CallerDep, PlatformDep, SessionDep
+from app.schemas import NamespaceCreate, NamespacePublic, NamespaceUpdate
+from app.services import namespaces
+from app.services.keys import ADMIN, QUERY, WRITE, Caller, authorize_tenant_scope
+
+router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
+
+
+def _reader_tenant(caller: Caller) -> str:
+    """Namespaces are readable with any tenant scope (admin implies write and query)."""
+    return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
+
+
+@router.post("", status_code=201)
+def create_namespace(
+    body: NamespaceCreate, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> NamespacePublic:
+    tenant_id = authorize_tenant_scope(caller, ADMIN)
+    model = platform.embedder.model_id
+    if body.embedding_model not in (None, model):
+        raise InvalidRequestError(
+            f"this server embeds with {model!r}; other models are not loaded",
+            field="embedding_model",
+        )
+    namespace = namespaces.create_namespace(
+        session,
+        tenant_id=tenant_id,
+        name=body.name,
+        embedding_model=model,
+        embedding_dimension=platform.embedder.dimension,
+        indexed_fields=dict(body.indexed_fields),
+        routes=body.routes,
+        store=platform.store,
+    )
+    return NamespacePublic.model_validate(namespace, from_attributes=True)
+
+
+@router.get("")
+def list_namespaces(caller: CallerDep, session: SessionDep) -> list[NamespacePublic]:
+    tenant_id = _reader_tenant(caller)
+    rows = namespaces.list_namespaces(session, tenant_id=tenant_id)
+    return [NamespacePublic.model_validate(n, from_attributes=True) for n in rows]
+
+
+@router.get("/{ns}")
+def get_namespace(ns: str, caller: CallerDep, session: SessionDep) -> NamespacePublic:
+    namespace = namespaces.get_namespace(session, tenant_id=_reader_tenant(caller), name=ns)
+    return NamespacePublic.model_validate(namespace, from_attributes=True)
+
+
+@router.patch("/{ns}")
+def update_namespace(
+    ns: str, body: NamespaceUpdate, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> NamespacePublic:
+    namespace = namespaces.update_namespace(
+        session,
+        tenant_id=authorize_tenant_scope(caller, ADMIN),
+        name=ns,
+        indexed_fields=None if body.indexed_fields is None else dict(body.indexed_fields),
+        routes=body.routes,
+        store=platform.store,
+    )
+    return NamespacePublic.model_validate(namespace, from_attributes=True)
+
+
+@router.delete("/{ns}", status_code=204)
+def delete_namespace(
+    ns: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> Response:
+    tenant_id = authorize_tenant_scope(caller, ADMIN)
+    namespaces.delete_namespace(session, tenant_id=tenant_id, name=ns, store=platform.store)
+    return Response(status_code=204)

@@ -1,0 +1,187 @@
+"""Request and response bodies of the HTTP API (``...Create``/``...Update``/``...Public``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"),
+    Field(description="Lower-case letters, digits, `-` and `_`; 1-63 characters."),
+]
+FieldType = Literal["keyword", "integer", "float", "bool", "datetime"]
+Scope = Literal["admin", "write", "query"]
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Quotas(Strict):
+    requests_per_minute: int | None = Field(None, ge=1, description="Enforced from issue 7 on.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Enforced from issue 7 on.")
+
+
+class TenantCreate(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+    quotas: Quotas = Quotas()
+
+
+class TenantUpdate(Strict):
+    quotas: Quotas
+
+
+class TenantPublic(BaseModel):
+    id: str
+    name: str
+    quotas: dict[str, Any]
+    created_at: dt.datetime
+
+
+class KeyCreate(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class KeyPublic(BaseModel):
+    id: str
+    tenant_id: str | None
+    name: str
+    scopes: list[str]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The whole key. Shown only in this response: store it now.")
+
+
+class UsagePublic(BaseModel):
+    day: dt.date
+    key_id: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class NamespaceCreate(Strict):
+    name: Name
+    embedding_model: str | None = Field(None, description="Unset: the server's model.")
+    indexed_fields: dict[str, FieldType] = Field(default_factory=dict)
+    routes: dict[str, Any] = Field(default_factory=dict)
+
+
+class NamespaceUpdate(Strict):
+    indexed_fields: dict[str, FieldType] | None = None
+    routes: dict[str, Any] | None = None
+
+
+class NamespacePublic(BaseModel):
+    id: str
+    name: str
+    embedding_model: str
+    embedding_dimension: int
+    indexed_fields: dict[str, str]
+    routes: dict[str, Any]
+    created_at: dt.datetime
+
+
+class DocumentIn(Strict):
+    text: str | None = Field(None, description="The document as text; or `content_base64`.")
+    content_base64: str | None = Field(None, description="The file's bytes, base64-encoded.")
+    filename: str | None = Field(None, max_length=512)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_id: str | None = Field(None, max_length=256)
+
+
+class DocumentsUpload(Strict):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+
+
+class UploadedDocumentPublic(BaseModel):
+    id: str
+    state: str
+    duplicate: bool
+    filename: str | None
+
+
+class UploadAccepted(BaseModel):
+    job_id: str
+    documents: list[UploadedDocumentPublic]
+
+
+class DocumentPublic(BaseModel):
+    id: str
+    filename: str | None
+    media_type: str
+    external_id: str | None
+    metadata: dict[str, Any]
+    size_bytes: int
+    state: str
+    reason: str | None
+    chunk_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobDocumentPublic(BaseModel):
+    id: str
+    state: str
+    reason: str | None = None
+    duplicate: bool
+    filename: str | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    namespace_id: str
+    state: Literal["queued", "running", "succeeded", "partial", "failed"]
+    counts: dict[str, int]
+    documents: list[JobDocumentPublic]
+    created_at: dt.datetime
+
+
+class QueryRequest(Strict):
+    question: Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)]
+    top_k: int | None = Field(None, ge=1, le=50)
+
+
+class CitationPublic(BaseModel):
+    document_id: str
+    chunk_id: str
+    text: str
+    score: float
+    filename: str | None = None
+    ordinal: int | None = None
+
+
+class RoutePublic(BaseModel):
+    name: str
+    reason: str
+
+
+class UsageTokens(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class QueryAnswer(BaseModel):
+    answer: str
+    answerable: bool
+    citations: list[CitationPublic]
+    route: RoutePublic
+    degraded: bool
+    usage: UsageTokens
+    timings_ms: dict[str, float]

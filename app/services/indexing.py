@@ -1,0 +1,189 @@
+"""Indexing one document: parse → chunk → embed → upsert, recording each state on the row.
+
+Called by the in-process runner and by the Celery task alike, with a document id. It is
+idempotent: point ids derive from document id and chunk ordinal, so a redelivered task
+overwrites the same points, and an already indexed document is left alone. Bad input marks the
+document ``failed`` with a readable reason and is never retried; an unavailable store or
+database raises :class:`workers.errors.TransientError` for the runner to retry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Document, DocumentState, Namespace
+from app.services.documents import document_where
+from app.services.namespaces import collection_spec
+from ingestion.chunking import chunk
+from ingestion.config import ChunkingConfig
+from ingestion.document import Chunk, ParsedDocument
+from ingestion.errors import IngestionError
+from ingestion.parsers import parse
+from retrieval.errors import StoreUnavailableError
+from retrieval.stores.base import Point, VectorStore
+from workers.errors import TransientError
+
+log = structlog.get_logger(__name__)
+
+# Fixed namespace for point ids: uuid5(POINT_NAMESPACE, f"{document_id}:{ordinal}").
+POINT_NAMESPACE = uuid.UUID("5f0a7d1e-3c55-4d8e-9a51-6b1f2f3c9e10")
+UPSERT_BATCH = 256
+
+
+class IndexingEmbedder(Protocol):
+    """What indexing needs from the embedding model (ingestion's embedder has it)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def max_seq_length(self) -> int: ...
+    def count_tokens(self, text: str) -> int: ...
+    def encode(self, texts: Sequence[str]) -> Any: ...  # Any: a numpy array, rows = texts
+
+
+@dataclass(frozen=True)
+class IndexingDeps:
+    sessions: sessionmaker[Session]
+    store: VectorStore
+    embedder: IndexingEmbedder
+    chunking: ChunkingConfig
+
+
+def point_id(document_id: str, ordinal: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{ordinal}"))
+
+
+def chunk_budget(config: ChunkingConfig, model_max_tokens: int) -> int:
+    """The chunk size limit: the configured one, never above what the model can read."""
+    return min(config.max_tokens or model_max_tokens, model_max_tokens)
+
+
+def ingest_document(document_id: str, *, deps: IndexingDeps) -> None:
+    """Index one document (see the module docstring for the guarantees).
+
+    Raises:
+        TransientError: the store or database is unavailable; retrying later may succeed.
+    """
+    try:
+        _ingest(document_id, deps)
+    except (StoreUnavailableError, OperationalError) as exc:
+        log.warning("indexing_transient_failure", document_id=document_id, error=str(exc))
+        _set_state(deps, document_id, DocumentState.QUEUED, reason=None)
+        raise TransientError(str(exc)) from exc
+
+
+def give_up(document_id: str, error: BaseException, *, deps: IndexingDeps) -> None:
+    """Mark a document ``failed`` once its retries are spent, so nothing stays pending forever."""
+    reason = (
+        f"gave up after retries: {error}"
+        if isinstance(error, TransientError)
+        else "internal error while indexing; see the server log"
+    )
+    try:
+        _set_state(deps, document_id, DocumentState.FAILED, reason=reason)
+    except OperationalError:
+        # The database itself is down: the start-up recovery re-enqueues the document later.
+        log.error("give_up_not_recorded", document_id=document_id)
+
+
+def _ingest(document_id: str, deps: IndexingDeps) -> None:
+    with deps.sessions() as session:
+        document = session.get(Document, document_id)
+        if document is None or document.state == DocumentState.INDEXED:
+            return  # deleted meanwhile, or a redelivery of finished work
+        namespace = session.get(Namespace, document.namespace_id)
+        if namespace is None:
+            return
+        document.state, document.reason = DocumentState.PARSING, None
+        document.attempts += 1
+        session.commit()
+        data, media_type, filename = document.content.data, document.media_type, document.filename
+        payload_base = _payload_base(document)
+        collection, spec = namespace.collection, collection_spec(namespace)
+
+    try:
+        parsed = parse(data, media_type=media_type, filename=filename)
+        budget = chunk_budget(deps.chunking, deps.embedder.max_seq_length)
+        chunks = chunk(
+            parsed,
+            max_tokens=budget,
+            overlap_tokens=min(deps.chunking.overlap_tokens, budget // 2),
+            count_tokens=deps.embedder.count_tokens,
+        )
+    except (IngestionError, ValueError) as exc:
+        _set_state(deps, document_id, DocumentState.FAILED, reason=str(exc))
+        return
+    if not chunks:
+        _set_state(deps, document_id, DocumentState.FAILED, reason="document has no text")
+        return
+
+    _set_state(deps, document_id, DocumentState.EMBEDDING, reason=None)
+    vectors = deps.embedder.encode([c.text for c in chunks])
+    points = [
+        Point(
+            id=point_id(document_id, c.ordinal),
+            vector=[float(x) for x in vector],
+            payload=_chunk_payload(payload_base, parsed, c),
+        )
+        for c, vector in zip(chunks, vectors, strict=True)
+    ]
+    deps.store.ensure_collection(collection, spec)
+    for start in range(0, len(points), UPSERT_BATCH):
+        deps.store.upsert(collection, points[start : start + UPSERT_BATCH])
+
+    with deps.sessions() as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            # Deleted while we embedded: take back what we just wrote.
+            deps.store.delete(collection, where=_where(payload_base, document_id))
+            return
+        document.state, document.reason = DocumentState.INDEXED, None
+        document.chunk_count = len(chunks)
+        session.commit()
+    log.info("document_indexed", document_id=document_id, chunks=len(chunks))
+
+
+def _where(payload_base: dict[str, Any], document_id: str) -> dict[str, str]:
+    return {
+        "tenant_id": payload_base["tenant_id"],
+        "namespace_id": payload_base["namespace_id"],
+        "document_id": document_id,
+    }
+
+
+def _payload_base(document: Document) -> dict[str, Any]:
+    return {
+        **document_where(document),
+        "filename": document.filename,
+        "metadata": dict(document.meta),
+    }
+
+
+def _chunk_payload(base: dict[str, Any], parsed: ParsedDocument, c: Chunk) -> dict[str, Any]:
+    return {
+        **base,
+        "ordinal": c.ordinal,
+        "start": c.start,
+        "end": c.end,
+        "text": c.text,
+        "section": c.section,
+        "title": parsed.title or base["filename"],
+    }
+
+
+def _set_state(
+    deps: IndexingDeps, document_id: str, state: DocumentState, *, reason: str | None
+) -> None:
+    with deps.sessions() as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return
+        document.state, document.reason = state, reason
+        session.commit()

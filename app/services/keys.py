@@ -1,0 +1,202 @@
+"""API keys: ``shoal_<id>_<secret>``, only a SHA-256 of the secret stored, shown once.
+
+The secret is 256 random bits, so a fast hash is enough: there is nothing to brute-force, and a
+slow KDF would cost every request milliseconds. Lookups go by id; the hash is compared in
+constant time. Keys are read from the database on every request (no cache), so a revocation
+refuses the very next request on every replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import ApiKey, utcnow
+from app.errors import AuthenticationError, InvalidRequestError, NotFoundError, PermissionDeniedError
+
+PREFIX = "shoal"
+PLATFORM = "platform"
+ADMIN = "admin"
+WRITE = "write"
+QUERY = "query"
+TENANT_SCOPES = frozenset({ADMIN, WRITE, QUERY})
+# An admin manages everything in its tenant, so it may also upload and ask.
+IMPLIED: dict[str, frozenset[str]] = {ADMIN: frozenset({WRITE, QUERY})}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's id, its tenant (None for platform keys) and its scopes."""
+
+    key_id: str
+    tenant_id: str | None
+    scopes: frozenset[str]
+
+    @property
+    def is_platform(self) -> bool:
+        return PLATFORM in self.scopes
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or any(scope in IMPLIED.get(s, ()) for s in self.scopes)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def format_key(key_id: str, secret: str) -> str:
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+def parse_key(token: str) -> tuple[str, str]:
+    """Split a key into id and secret.
+
+    Raises:
+        AuthenticationError: the token does not have the key shape.
+    """
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret or not key_id.isalnum():
+        raise AuthenticationError("malformed API key")
+    return key_id, secret
+
+
+def normalise_scopes(scopes: Iterable[str], *, platform: bool) -> list[str]:
+    """Validate and sort scopes.
+
+    Raises:
+        InvalidRequestError: an unknown scope, none at all, or ``platform`` on a tenant key.
+    """
+    wanted = sorted(set(scopes))
+    if platform:
+        return [PLATFORM]
+    if not wanted:
+        raise InvalidRequestError("a key needs at least one scope", field="scopes")
+    unknown = [s for s in wanted if s not in TENANT_SCOPES]
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown scope(s) {', '.join(unknown)}; tenant keys take admin, write, query",
+            field="scopes",
+        )
+    return wanted
+
+
+def create_key(
+    session: Session, *, tenant_id: str | None, name: str, scopes: Sequence[str]
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its plaintext, which is never retrievable again.
+
+    ``tenant_id=None`` makes a ``platform`` key. The caller commits.
+    """
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        name=name,
+        scopes=normalise_scopes(scopes, platform=tenant_id is None),
+        secret_hash=hash_secret(secret),
+    )
+    session.add(row)
+    session.flush()
+    return row, format_key(key_id, secret)
+
+
+def install_key(session: Session, *, token: str, name: str) -> ApiKey:
+    """Store an operator-chosen platform key (``SHOAL_BOOTSTRAP_KEY``)."""
+    key_id, secret = parse_key(token)
+    row = ApiKey(
+        id=key_id, tenant_id=None, name=name, scopes=[PLATFORM], secret_hash=hash_secret(secret)
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def authenticate(session: Session, token: str) -> Caller:
+    """The caller a presented key stands for.
+
+    Raises:
+        AuthenticationError: malformed, unknown or revoked key (one message for all three).
+    """
+    key_id, secret = parse_key(token)
+    row = session.get(ApiKey, key_id)
+    presented = hash_secret(secret)
+    stored = row.secret_hash if row is not None else hash_secret(secrets.token_urlsafe(32))
+    # Compare even for an unknown id, so timing does not tell which ids exist.
+    if not hmac.compare_digest(presented, stored) or row is None or row.revoked_at is not None:
+        raise AuthenticationError("invalid or revoked API key")
+    return Caller(key_id=row.id, tenant_id=row.tenant_id, scopes=frozenset(row.scopes))
+
+
+def list_keys(session: Session, *, tenant_id: str) -> list[ApiKey]:
+    """A tenant's keys, revoked ones included, oldest first."""
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_key(session: Session, *, key_id: str, caller: Caller | None = None) -> ApiKey:
+    """Revoke a key (idempotent); the next request with it is refused. The caller commits.
+
+    ``caller`` None means the operator's CLI. Otherwise the caller must be allowed to manage
+    the key's tenant (:func:`authorize_tenant_admin`); a key it may not see is not found.
+
+    Raises:
+        PermissionDeniedError: the caller is neither platform nor admin.
+        NotFoundError: no such key for this caller.
+    """
+    row = session.get(ApiKey, key_id)
+    if caller is not None:
+        if not (caller.is_platform or caller.has(ADMIN)):
+            raise PermissionDeniedError("managing keys needs the platform or admin scope")
+        if row is not None and not caller.is_platform and row.tenant_id != caller.tenant_id:
+            row = None
+    if row is None:
+        raise NotFoundError("key", key_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def authorize_tenant_admin(caller: Caller, tenant_id: str) -> None:
+    """Allow platform keys, and admin keys of ``tenant_id`` itself.
+
+    The scope is checked first, so the answer to a key without it never depends on whether the
+    tenant exists; an admin of another tenant gets the same 404 as for a missing tenant.
+
+    Raises:
+        PermissionDeniedError: neither platform nor admin scope.
+        NotFoundError: an admin key of another tenant.
+    """
+    if caller.is_platform:
+        return
+    if not caller.has(ADMIN):
+        raise PermissionDeniedError("this action needs the platform or admin scope")
+    if caller.tenant_id != tenant_id:
+        raise NotFoundError("tenant", tenant_id)
+
+
+def authorize_tenant_scope(caller: Caller, scope: str) -> str:
+    """Return the caller's tenant id if its key has ``scope`` there.
+
+    Raises:
+        PermissionDeniedError: a platform key (it belongs to no tenant) or a missing scope.
+    """
+    if caller.tenant_id is None:
+        raise PermissionDeniedError(
+            "platform keys belong to no tenant; create a tenant key with POST "
+            "/v1/admin/tenants/{tenant_id}/keys"
+        )
+    if not caller.has(scope):
+        raise PermissionDeniedError(f"this action needs the {scope!r} scope")
+    return caller.tenant_id
+
+
+def has_any_platform_key(session: Session) -> bool:
+    return session.scalar(select(ApiKey.id).where(ApiKey.tenant_id.is_(None)).limit(1)) is not None

@@ -1,0 +1,138 @@
+"""Namespaces: a tenant's named document collections, one vector collection each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Namespace
+from app.errors import ConflictError, InvalidRequestError, NotFoundError
+from retrieval.errors import StoreUnavailableError
+from retrieval.stores.base import CollectionSpec, VectorStore
+
+log = structlog.get_logger(__name__)
+
+FIELD_TYPES = frozenset({"keyword", "integer", "float", "bool", "datetime"})
+
+
+def collection_spec(namespace: Namespace) -> CollectionSpec:
+    """The vector collection shape a namespace needs."""
+    return CollectionSpec(
+        dimension=namespace.embedding_dimension,
+        indexed_fields={f"metadata.{k}": v for k, v in namespace.indexed_fields.items()},
+    )
+
+
+def create_namespace(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    embedding_model: str,
+    embedding_dimension: int,
+    indexed_fields: dict[str, str],
+    routes: dict[str, Any],
+    store: VectorStore,
+) -> Namespace:
+    """Create a namespace and its collection, and commit.
+
+    The row is committed first and the collection created after; if the store fails the row is
+    removed again, so a namespace never exists without a place for its vectors.
+
+    Raises:
+        ConflictError: the tenant already has a namespace of this name.
+        StoreUnavailableError: the vector store could not create the collection.
+    """
+    namespace = Namespace(
+        tenant_id=tenant_id,
+        name=name,
+        embedding_model=embedding_model,
+        embedding_dimension=embedding_dimension,
+        indexed_fields=indexed_fields,
+        routes=routes,
+    )
+    session.add(namespace)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ConflictError(f"a namespace named {name!r} already exists") from exc
+    try:
+        store.ensure_collection(namespace.collection, collection_spec(namespace))
+    except StoreUnavailableError:
+        session.delete(namespace)
+        session.commit()
+        raise
+    return namespace
+
+
+def list_namespaces(session: Session, *, tenant_id: str) -> list[Namespace]:
+    query = select(Namespace).where(Namespace.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(Namespace.name)))
+
+
+def get_namespace(session: Session, *, tenant_id: str, name: str) -> Namespace:
+    """The tenant's namespace called ``name``.
+
+    Raises:
+        NotFoundError: none in this tenant (another tenant's namespace of that name included).
+    """
+    query = select(Namespace).where(Namespace.tenant_id == tenant_id, Namespace.name == name)
+    namespace = session.scalar(query)
+    if namespace is None:
+        raise NotFoundError("namespace", name)
+    return namespace
+
+
+def update_namespace(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    indexed_fields: dict[str, str] | None,
+    routes: dict[str, Any] | None,
+    store: VectorStore,
+) -> Namespace:
+    """Change routes and add indexed fields, and commit.
+
+    Indexed fields can be added, not retyped or removed: points already written carry the
+    old payload, and a type change would silently stop matching them.
+
+    Raises:
+        NotFoundError: no such namespace for this tenant.
+        InvalidRequestError: an existing field's type changed or a field was removed.
+    """
+    namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+    if indexed_fields is not None:
+        for field, kind in namespace.indexed_fields.items():
+            if indexed_fields.get(field) != kind:
+                raise InvalidRequestError(
+                    f"indexed field {field!r} ({kind}) cannot be removed or retyped",
+                    field=f"indexed_fields.{field}",
+                )
+        namespace.indexed_fields = dict(indexed_fields)
+    if routes is not None:
+        namespace.routes = dict(routes)
+    session.commit()
+    store.ensure_collection(namespace.collection, collection_spec(namespace))
+    return namespace
+
+
+def delete_namespace(session: Session, *, tenant_id: str, name: str, store: VectorStore) -> None:
+    """Delete a namespace with its documents and jobs, and drop its collection.
+
+    Raises:
+        NotFoundError: no such namespace for this tenant.
+    """
+    namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+    collection = namespace.collection
+    session.delete(namespace)
+    session.commit()
+    try:
+        store.drop_collection(collection)
+    except StoreUnavailableError:
+        log.warning("collection_drop_failed", collection=collection, namespace=name)

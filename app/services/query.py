@@ -1,0 +1,107 @@
+"""Answering a question in a namespace: embed (cached) → search (tenant-filtered) → answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from app.services.namespaces import get_namespace
+from app.services.usage import record_usage
+from retrieval.cache import EmbeddingCache, embed_query
+from retrieval.embedding import Embedder
+from retrieval.generation.base import Answer, GenerationBackend, Passage
+from retrieval.search import search
+from retrieval.stores.base import VectorStore
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    answer: Answer
+    route_name: str
+    route_reason: str
+    passages: list[Passage] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class QueryDeps:
+    store: VectorStore
+    embedder: Embedder
+    cache: EmbeddingCache
+    generator: GenerationBackend
+    default_top_k: int
+
+
+def answer_question(
+    session: Session,
+    *,
+    tenant_id: str,
+    key_id: str,
+    namespace_name: str,
+    question: str,
+    top_k: int | None,
+    deps: QueryDeps,
+) -> QueryResult:
+    """Answer ``question`` from the tenant's namespace, with citations, or abstain.
+
+    Raises:
+        NotFoundError: no such namespace for this tenant.
+        StoreUnavailableError: the vector store failed.
+    """
+    started = time.perf_counter()
+    namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    timings: dict[str, float] = {}
+
+    mark = time.perf_counter()
+    vector, cache_hit = embed_query(deps.embedder, deps.cache, question)
+    timings["embed"] = _ms_since(mark)
+
+    mark = time.perf_counter()
+    hits = search(
+        deps.store,
+        namespace.collection,
+        vector,
+        tenant_id=tenant_id,
+        namespace_id=namespace.id,
+        limit=top_k or deps.default_top_k,
+    )
+    timings["search"] = _ms_since(mark)
+
+    passages = [
+        Passage(
+            chunk_id=hit.id,
+            document_id=str(hit.payload["document_id"]),
+            text=str(hit.payload.get("text", "")),
+            score=hit.score,
+            payload=hit.payload,
+        )
+        for hit in hits
+    ]
+    mark = time.perf_counter()
+    answer = deps.generator.generate(question, vector, passages)
+    timings["generate"] = _ms_since(mark)
+
+    record_usage(
+        session,
+        tenant_id=tenant_id,
+        key_id=key_id,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+    )
+    timings["total"] = _ms_since(started)
+    return QueryResult(
+        answer=answer,
+        route_name="extractive",
+        # TODO(issue 6): small/large routing picks an LLM backend by measurable features.
+        route_reason="extractive answer: no generation backend is configured",
+        passages=passages,
+        timings_ms=timings,
+        cache_hit=cache_hit,
+    )
+
+
+def _ms_since(mark: float) -> float:
+    return round((time.perf_counter() - mark) * 1000, 2)

@@ -1,0 +1,125 @@
+"""The one settings object: environment variables with the ``SHOAL_`` prefix.
+
+Nested models use ``__``: ``SHOAL_CHUNKING__OVERLAP_TOKENS=64``. Unset service URLs mean the
+embedded default (SQLite, Qdrant Edge, in-process cache and task runner) under ``data_dir``.
+Code below :mod:`app` receives its own sub-model and never reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingestion.config import ChunkingConfig, EmbeddingConfig
+from retrieval.config import VectorStoreConfig
+
+
+class ApiConfig(BaseModel):
+    """Where ``shoal serve`` listens (``SHOAL_API__...``)."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; `0.0.0.0` in containers.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+
+
+class WorkerConfig(BaseModel):
+    """The embedded task runner (``SHOAL_WORKERS__...``)."""
+
+    concurrency: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description=(
+            "Documents indexed at once by the in-process runner. Encoding already uses every "
+            "core, so more threads only add contention on a small machine."
+        ),
+    )
+
+
+class RetrievalConfig(BaseModel):
+    """Query defaults (``SHOAL_RETRIEVAL__...``)."""
+
+    top_k: int = Field(5, ge=1, le=50, description="Passages retrieved when a query names none.")
+    min_score: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Cosine similarity under which the best passage counts as no evidence and the answer "
+            "abstains. Unset: the value calibrated for the default model."
+        ),
+    )
+    max_answer_sentences: int = Field(
+        3, ge=1, le=20, description="Sentences quoted by the extractive answer."
+    )
+    embedding_cache_entries: int = Field(
+        10_000, ge=0, description="Question embeddings kept in the in-process cache (0: off)."
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting a deployment can name; the README's settings table lists each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOAL_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        Path(".shoal"), description="Root of embedded storage (SQLite file, Qdrant Edge shards)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; `postgresql://` accepted. Unset: SQLite under data_dir.",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for shared caches and limits. Unset: in-process."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (Redis or RabbitMQ). Unset: in-process task runner."
+    )
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL. Unset: Qdrant Edge under data_dir."
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
+    bootstrap_key: SecretStr | None = Field(
+        None,
+        description=(
+            "A `shoal_<id>_<secret>` platform key installed on an empty database instead of a "
+            "generated one."
+        ),
+    )
+    max_upload_mb: int = Field(100, ge=1, description="Largest accepted upload request, in MiB.")
+    log_level: str = Field("INFO", description="Log level of the JSON logs.")
+    api: ApiConfig = ApiConfig()
+    workers: WorkerConfig = WorkerConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+
+    @field_validator("bootstrap_key")
+    @classmethod
+    def _bootstrap_key_has_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start-up, not at the first request, when the operator's key is malformed.
+        if value is not None and not value.get_secret_value().startswith("shoal_"):
+            raise ValueError("must be a key of the form shoal_<id>_<secret>")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL to connect to, with the embedded default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'shoal.db').resolve()}"
+
+    @property
+    def vector_store(self) -> VectorStoreConfig:
+        """The vector-store sub-config handed to :func:`retrieval.stores.make_store`."""
+        return VectorStoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for the app, the CLI and workers, read from the environment once."""
+    return Settings()

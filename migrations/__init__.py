@@ -1,0 +1,1 @@
+"""Alembic migrations; run them with ``shoal db upgrade`` (``shoal serve`` does it on start)."""

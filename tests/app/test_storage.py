@@ -1,0 +1,130 @@
+"""Storage behaviour on SQLite and on Postgres alike (each test runs on both)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from app.db.migrate import downgrade, upgrade
+from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage
+from app.db.session import make_engine, normalise_database_url
+from app.errors import AuthenticationError, ConflictError
+from app.services import documents, keys, tenants, usage
+from app.services.documents import UploadItem
+from retrieval.stores.edge import EdgeStore
+
+
+def make_tenant_with_namespace(session_factory, name: str = "acme") -> tuple[str, Namespace]:
+    with session_factory() as session:
+        tenant = tenants.create_tenant(session, name=name, quotas={})
+        namespace = Namespace(
+            tenant_id=tenant.id, name="docs", embedding_model="m", embedding_dimension=4
+        )
+        session.add(namespace)
+        session.commit()
+        return tenant.id, namespace
+
+
+def count(session_factory, model) -> int:
+    with session_factory() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_migrations_go_down_to_nothing_and_back_up(database_url: str) -> None:
+    engine = make_engine(database_url)
+    downgrade(database_url, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(database_url)
+    assert {"tenants", "api_keys", "namespaces", "documents", "jobs", "usage"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+
+
+def test_plain_postgresql_urls_use_psycopg3() -> None:
+    assert normalise_database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert normalise_database_url("postgres://u@h/db").startswith("postgresql+psycopg://")
+    assert normalise_database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_only_a_hash_of_the_key_is_stored_and_revocation_is_immediate(session_factory) -> None:
+    with session_factory() as session:
+        row, plaintext = keys.create_key(session, tenant_id=None, name="p", scopes=[])
+        session.commit()
+    secret = plaintext.split("_", 2)[2]
+    with session_factory() as session:
+        stored = session.get(ApiKey, row.id)
+        assert stored is not None
+        assert secret not in stored.secret_hash
+        assert keys.authenticate(session, plaintext).is_platform
+        keys.revoke_key(session, key_id=row.id)
+        session.commit()
+    with session_factory() as session, pytest.raises(AuthenticationError):
+        keys.authenticate(session, plaintext)
+
+
+def test_racing_uploads_of_the_same_content_make_one_document(session_factory) -> None:
+    _, namespace = make_tenant_with_namespace(session_factory)
+    enqueued: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def one_upload(_: int) -> list[tuple[str, bool]]:
+        barrier.wait()
+        with session_factory() as session:
+            result = documents.upload(
+                session,
+                namespace=namespace,
+                items=[UploadItem(data=b"the same text", filename="a.txt")],
+                enqueue=enqueued.append,
+            )
+            return [(d.document.id, d.duplicate) for d in result.documents]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = [r for batch in pool.map(one_upload, range(6)) for r in batch]
+    assert len({doc_id for doc_id, _ in results}) == 1
+    assert sorted(dup for _, dup in results) == [False] + [True] * 5
+    assert count(session_factory, Document) == 1
+    assert count(session_factory, Job) == 6
+    assert len(enqueued) == 1
+
+
+def test_deleting_a_tenant_cascades_to_everything_it_owns(session_factory, tmp_path) -> None:
+    tenant_id, namespace = make_tenant_with_namespace(session_factory)
+    with session_factory() as session:
+        keys.create_key(session, tenant_id=tenant_id, name="k", scopes=["query"])
+        session.commit()
+        documents.upload(
+            session, namespace=namespace, items=[UploadItem(data=b"text", filename="a.txt")], enqueue=lambda _: None
+        )
+        usage.record_usage(session, tenant_id=tenant_id, key_id="k1")
+    store = EdgeStore(tmp_path / "qdrant")
+    with session_factory() as session:
+        tenants.delete_tenant(session, tenant_id=tenant_id, store=store)
+    store.close()
+    for model in (Tenant, ApiKey, Namespace, Document, Job, Usage):
+        assert count(session_factory, model) == 0, model.__name__
+
+
+def test_concurrent_usage_records_lose_no_count(session_factory) -> None:
+    tenant_id, _ = make_tenant_with_namespace(session_factory)
+    barrier = threading.Barrier(8)
+
+    def record(_: int) -> None:
+        barrier.wait()
+        with session_factory() as session:
+            usage.record_usage(session, tenant_id=tenant_id, key_id="k", prompt_tokens=2)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(record, range(8)))
+    with session_factory() as session:
+        [row] = usage.usage_for_tenant(session, tenant_id=tenant_id)
+    assert (row.requests, row.prompt_tokens) == (8, 16)
+
+
+def test_tenant_names_are_unique_on_every_database(session_factory) -> None:
+    make_tenant_with_namespace(session_factory, "acme")
+    with session_factory() as session, pytest.raises(ConflictError):
+        tenants.create_tenant(session, name="acme", quotas={})

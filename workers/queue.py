@@ -1,0 +1,18 @@
+"""The task queue interface: the in-process runner (embedded) and Celery (distributed)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class TaskQueue(Protocol):
+    """Hands document ids to whatever indexes them. Ids, never objects: the worker re-reads."""
+
+    def enqueue(self, document_id: str) -> None:
+        """Schedule indexing of ``document_id``; returns at once."""
+
+    def depth(self) -> int:
+        """Tasks accepted and not yet finished (an autoscaling and readiness signal)."""
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop accepting tasks; with ``wait``, finish those in flight first."""
