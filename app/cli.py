@@ -37,7 +37,9 @@ def main() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default SHOAL_API__HOST).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default SHOAL_API__HOST).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default SHOAL_API__PORT).")] = None,
 ) -> None:
     """Migrate the database, create the first platform key if there is none, and serve."""
@@ -122,7 +124,10 @@ def create_key(
             lambda: keys.create_key(session, tenant_id=tenant, name=name, scopes=wanted)
         )
         session.commit()
-        _emit({"id": row.id, "tenant_id": row.tenant_id, "scopes": row.scopes, "key": plaintext}, as_json)
+        _emit(
+            {"id": row.id, "tenant_id": row.tenant_id, "scopes": row.scopes, "key": plaintext},
+            as_json,
+        )
 
 
 @admin_app.command("revoke-key")
@@ -150,8 +155,13 @@ def ingest(
     from app.client import ingest_paths
 
     code = ingest_paths(
-        paths, namespace=namespace, url=url, api_key=_need_key(api_key), batch_size=batch_size,
-        wait=wait, console=err,
+        paths,
+        namespace=namespace,
+        url=url,
+        api_key=_need_key(api_key),
+        batch_size=batch_size,
+        wait=wait,
+        console=err,
     )
     raise typer.Exit(code)
 
@@ -174,7 +184,8 @@ def query(
         return
     out.print(answer["answer"])
     for i, c in enumerate(answer["citations"], start=1):
-        out.print(f"[{i}] {c.get('filename') or c['document_id']} (chunk {c['chunk_id']}, score {c['score']:.3f})")
+        source = c.get("filename") or c["document_id"]
+        out.print(f"[{i}] {source} (chunk {c['chunk_id']}, score {c['score']:.3f})")
 
 
 def _upgrade(settings: Settings) -> None:
@@ -191,7 +202,9 @@ def _bootstrap(settings: Settings) -> None:
         if keys.has_any_platform_key(session):
             return
         if settings.bootstrap_key is not None:
-            keys.install_key(session, token=settings.bootstrap_key.get_secret_value(), name="bootstrap")
+            keys.install_key(
+                session, token=settings.bootstrap_key.get_secret_value(), name="bootstrap"
+            )
             session.commit()
             err.print("installed the platform key from SHOAL_BOOTSTRAP_KEY")
             return

@@ -80,7 +80,14 @@ def ingest_paths(
             for start in range(0, len(files), batch_size):
                 batch = files[start : start + batch_size]
                 parts = [
-                    ("files", (f.name, f.read_bytes(), mimetypes.guess_type(f.name)[0] or "application/octet-stream"))
+                    (
+                        "files",
+                        (
+                            f.name,
+                            f.read_bytes(),
+                            mimetypes.guess_type(f.name)[0] or "application/octet-stream",
+                        ),
+                    )
                     for f in batch
                 ]
                 accepted = _check(client.post(f"/v1/namespaces/{namespace}/documents", files=parts))

@@ -1,12 +1,12 @@
 """Errors the platform's services raise; :mod:`app.gateway.problems` maps each to an HTTP status.
 
-    ShoalError
-    ├── AuthenticationError     no key, a malformed, unknown or revoked key (401)
-    ├── PermissionDeniedError   the key lacks the scope the action needs (403)
-    ├── NotFoundError           no such resource *for this caller*: another tenant's is the same (404)
-    ├── ConflictError           the name is taken (409)
-    ├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
-    └── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
+ShoalError
+├── AuthenticationError     no key, a malformed, unknown or revoked key (401)
+├── PermissionDeniedError   the key lacks the scope the action needs (403)
+├── NotFoundError           no such resource *for this caller*: another tenant's is the same (404)
+├── ConflictError           the name is taken (409)
+├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
+└── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
 """
 
 from __future__ import annotations

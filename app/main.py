@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app = FastAPI(
         title="Shoal",
         version="0.1.0",
-        summary="Multi-tenant retrieval-augmented generation: upload documents, ask cited questions.",
+        summary="Multi-tenant RAG: upload documents, ask questions, get cited answers.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware)

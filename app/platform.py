@@ -11,6 +11,9 @@ import threading
 from dataclasses import dataclass
 
 import structlog
+from ingestion.embedder import SentenceTransformerEmbedder
+from retrieval.cache import MemoryCache
+from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,9 +22,6 @@ from app.db.session import make_engine, make_session_factory
 from app.services import indexing
 from app.services.query import QueryDeps
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
-from retrieval.cache import MemoryCache
-from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
 from workers.inprocess import InProcessQueue
@@ -45,7 +45,7 @@ class Platform:
         self.queue.enqueue(document_id)
 
     def recover_pending(self) -> int:
-        """Re-enqueue documents a previous process left pending (crash, restart): none stays stuck."""
+        """Re-enqueue documents a previous process left pending, so none stays stuck."""
         with self.sessions() as session:
             ids = list(
                 session.scalars(select(Document.id).where(Document.state.in_(PENDING_STATES)))

@@ -154,7 +154,9 @@ class JobPublic(BaseModel):
 
 
 class QueryRequest(Strict):
-    question: Annotated[str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)]
+    question: Annotated[
+        str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)
+    ]
     top_k: int | None = Field(None, ge=1, le=50)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from ingestion.embedder import SentenceTransformerEmbedder
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -32,7 +33,6 @@ from app.platform import Platform, build_platform
 from app.services import keys
 from app.settings import Settings
 from ingestion.config import EmbeddingConfig
-from ingestion.embedder import SentenceTransformerEmbedder
 
 POSTGRES_URL = os.environ.get(
     "SHOAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -58,7 +58,9 @@ def postgres_database() -> Iterator[str]:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is not reachable at {POSTGRES_URL} ({exc}); start it: {START_POSTGRES}")
+        pytest.fail(
+            f"Postgres is not reachable at {POSTGRES_URL} ({exc}); start it: {START_POSTGRES}"
+        )
     url = admin_url.set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url

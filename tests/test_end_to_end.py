@@ -30,7 +30,9 @@ def free_port() -> int:
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SHOAL, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        [*SHOAL, *args], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
 
 
 class Server:
@@ -73,14 +75,26 @@ def test_serve_bootstraps_a_key_and_a_restart_keeps_everything(tmp_path: Path) -
     server.wait_ready()
 
     tenant = json.loads(run(env, "admin", "create-tenant", "acme", "--json").stdout)
-    made = run(env, "admin", "create-key", "--tenant", tenant["id"], "--scopes", "admin,write,query", "--json")
+    made = run(
+        env,
+        "admin",
+        "create-key",
+        "--tenant",
+        tenant["id"],
+        "--scopes",
+        "admin,write,query",
+        "--json",
+    )
     key = json.loads(made.stdout)["key"]
     env["SHOAL_API_KEY"] = key
     listed = json.loads(run(env, "admin", "list-tenants", "--json").stdout)
     assert [t["name"] for t in listed] == ["acme"]
 
     auth = {"Authorization": f"Bearer {key}"}
-    assert httpx.post(f"{server.url}/v1/namespaces", json={"name": "docs"}, headers=auth).status_code == 201
+    assert (
+        httpx.post(f"{server.url}/v1/namespaces", json={"name": "docs"}, headers=auth).status_code
+        == 201
+    )
     folder = tmp_path / "docs"
     folder.mkdir()
     for name, text in DOCS.items():
@@ -101,12 +115,20 @@ def test_serve_bootstraps_a_key_and_a_restart_keeps_everything(tmp_path: Path) -
     again.wait_ready()
     try:
         after = httpx.post(
-            f"{again.url}/v1/namespaces/docs/query", json={"question": "Why do otters hold hands?"}, headers=auth, timeout=60
+            f"{again.url}/v1/namespaces/docs/query",
+            json={"question": "Why do otters hold hands?"},
+            headers=auth,
+            timeout=60,
         ).json()
-        assert [c["chunk_id"] for c in after["citations"]] == [c["chunk_id"] for c in before["citations"]]
+        assert [c["chunk_id"] for c in after["citations"]] == [
+            c["chunk_id"] for c in before["citations"]
+        ]
         docs = httpx.get(f"{again.url}/v1/namespaces/docs/documents", headers=auth).json()
         assert sorted(d["filename"] for d in docs["items"]) == sorted(DOCS)
-        tenants = httpx.get(f"{again.url}/v1/admin/tenants", headers={"Authorization": f"Bearer {platform_key.group(1)}"})
+        tenants = httpx.get(
+            f"{again.url}/v1/admin/tenants",
+            headers={"Authorization": f"Bearer {platform_key.group(1)}"},
+        )
         assert tenants.status_code == 200
         revoked = run(env, "admin", "revoke-key", key.split("_")[1], "--json")
         assert revoked.returncode == 0

@@ -1,6 +1,6 @@
 """Errors that decide what a task runner does with a failed task.
 
-    TransientError   the dependency may come back (store or database unavailable): retry with backoff
+    TransientError   the store or database may come back: retry with backoff
 
 Anything else a task raises is final: the task has already recorded why on its document.
 """

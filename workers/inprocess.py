@@ -45,7 +45,9 @@ class InProcessQueue:
         self._retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(max_attempts),
-            wait=wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s),
+            wait=wait_exponential_jitter(
+                multiplier=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s
+            ),
             reraise=True,
         )
         self._lock = threading.Lock()

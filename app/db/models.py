@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -48,7 +48,7 @@ def utcnow() -> dt.datetime:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     # JSON columns hold user-supplied objects: a boundary type.
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
 
 
 class DocumentState(enum.StrEnum):
@@ -74,7 +74,7 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """An API key. ``tenant_id`` is null for ``platform`` keys; only a hash of the secret is kept."""
+    """An API key; ``tenant_id`` is null for ``platform`` keys. Stores a hash only."""
 
     __tablename__ = "api_keys"
 
@@ -90,7 +90,7 @@ class ApiKey(Base):
 
 
 class Namespace(Base):
-    """A tenant's document collection; its vectors live in the collection named :attr:`collection`."""
+    """A tenant's document collection; its vectors live in :attr:`collection`."""
 
     __tablename__ = "namespaces"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
@@ -164,9 +164,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
-    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     namespace_id: Mapped[str] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -176,9 +174,7 @@ class JobDocument(Base):
 
     __tablename__ = "job_documents"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     document_id: Mapped[str] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
     )

@@ -114,7 +114,9 @@ def problem_response(
     all_headers = dict(headers or {})
     if request_id:
         all_headers["X-Request-ID"] = request_id
-    return JSONResponse(body, status_code=problem.status, headers=all_headers, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body, status_code=problem.status, headers=all_headers, media_type=PROBLEM_JSON
+    )
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:

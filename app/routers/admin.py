@@ -1,15 +1,22 @@
-"""``/v1/admin``: tenants (platform scope), their keys and usage (platform, or the tenant's admin)."""
+"""``/v1/admin``: tenants (platform scope), their keys and usage (platform, or tenant admin)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from app.errors import PermissionDeniedError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
-from app.schemas import KeyCreate, KeyCreated, KeyPublic, TenantCreate, TenantPublic, TenantUpdate
-from app.schemas import UsagePublic
+from app.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    TenantCreate,
+    TenantPublic,
+    TenantUpdate,
+    UsagePublic,
+)
 from app.services import keys, tenants, usage
 from app.services.keys import Caller
-from app.errors import PermissionDeniedError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -31,7 +38,9 @@ def create_tenant(body: TenantCreate, caller: CallerDep, session: SessionDep) ->
 @router.get("/tenants")
 def list_tenants(caller: CallerDep, session: SessionDep) -> list[TenantPublic]:
     _require_platform(caller)
-    return [TenantPublic.model_validate(t, from_attributes=True) for t in tenants.list_tenants(session)]
+    return [
+        TenantPublic.model_validate(t, from_attributes=True) for t in tenants.list_tenants(session)
+    ]
 
 
 @router.get("/tenants/{tenant_id}")
@@ -67,7 +76,9 @@ def create_key(
 ) -> KeyCreated:
     keys.authorize_tenant_admin(caller, tenant_id)
     tenants.get_tenant(session, tenant_id=tenant_id)
-    row, plaintext = keys.create_key(session, tenant_id=tenant_id, name=body.name, scopes=body.scopes)
+    row, plaintext = keys.create_key(
+        session, tenant_id=tenant_id, name=body.name, scopes=body.scopes
+    )
     session.commit()
     return KeyCreated.model_validate({**_key_fields(row), "key": plaintext})
 
@@ -76,7 +87,10 @@ def create_key(
 def list_keys(tenant_id: str, caller: CallerDep, session: SessionDep) -> list[KeyPublic]:
     keys.authorize_tenant_admin(caller, tenant_id)
     tenants.get_tenant(session, tenant_id=tenant_id)
-    return [KeyPublic.model_validate(_key_fields(k)) for k in keys.list_keys(session, tenant_id=tenant_id)]
+    return [
+        KeyPublic.model_validate(_key_fields(k))
+        for k in keys.list_keys(session, tenant_id=tenant_id)
+    ]
 
 
 @router.delete("/keys/{key_id}", status_code=204)

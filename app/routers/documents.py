@@ -1,13 +1,14 @@
-"""``/v1/namespaces/{ns}/documents``: upload (write), list and read (write or query), delete (write)."""
+"""``/v1/namespaces/{ns}/documents``: upload and delete (write), list and read (write, query)."""
 
 from __future__ import annotations
 
-import binascii
 import base64
+import binascii
 import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -24,7 +25,6 @@ from app.schemas import (
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
 from app.services.keys import QUERY, WRITE, Caller, authorize_tenant_scope
-from fastapi.exceptions import RequestValidationError
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
 
@@ -42,7 +42,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "metadata": {
                             "type": "array",
                             "items": {"type": "string"},
-                            "description": "JSON objects: one for all files, or one per file in order.",
+                            "description": "JSON objects: one for all files, or one per file.",
                         },
                     },
                 }
@@ -65,7 +65,9 @@ async def upload_documents(
     limit = platform.settings.max_upload_mb * 1024 * 1024
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body over the {platform.settings.max_upload_mb} MiB limit")
+        raise PayloadTooLargeError(
+            f"request body over the {platform.settings.max_upload_mb} MiB limit"
+        )
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         items = await _multipart_items(request, limit)
@@ -98,13 +100,13 @@ def list_documents(
 ) -> DocumentPage:
     namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
     rows, total = documents.list_documents(session, namespace=namespace, limit=limit, offset=offset)
-    return DocumentPage(
-        items=[_public(d) for d in rows], total=total, limit=limit, offset=offset
-    )
+    return DocumentPage(items=[_public(d) for d in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{document_id}")
-def get_document(ns: str, document_id: str, caller: CallerDep, session: SessionDep) -> DocumentPublic:
+def get_document(
+    ns: str, document_id: str, caller: CallerDep, session: SessionDep
+) -> DocumentPublic:
     namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
     return _public(documents.get_document(session, namespace=namespace, document_id=document_id))
 
@@ -191,11 +193,14 @@ async def _multipart_items(request: Request, limit: int) -> list[UploadItem]:
     form = await request.form(max_files=1000, max_fields=1000)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     if not files:
-        raise InvalidRequestError("a multipart upload needs at least one 'files' part", field="files")
+        raise InvalidRequestError(
+            "a multipart upload needs at least one 'files' part", field="files"
+        )
     metadata = [_metadata(m, i) for i, m in enumerate(form.getlist("metadata"))]
     if len(metadata) not in (0, 1, len(files)):
         raise InvalidRequestError(
-            f"{len(metadata)} metadata parts for {len(files)} files: give none, one, or one per file",
+            f"{len(metadata)} metadata parts for {len(files)} files: "
+            "give none, one, or one per file",
             field="metadata",
         )
     items = []

@@ -18,7 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, utcnow
-from app.errors import AuthenticationError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from app.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 
 PREFIX = "shoal"
 PLATFORM = "platform"

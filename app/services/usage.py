@@ -26,10 +26,14 @@ def record_usage(
     """
     day = dt.datetime.now(dt.UTC).date()
     key = (Usage.tenant_id == tenant_id, Usage.key_id == key_id, Usage.day == day)
-    increment = update(Usage).where(*key).values(
-        requests=Usage.requests + 1,
-        prompt_tokens=Usage.prompt_tokens + prompt_tokens,
-        completion_tokens=Usage.completion_tokens + completion_tokens,
+    increment = (
+        update(Usage)
+        .where(*key)
+        .values(
+            requests=Usage.requests + 1,
+            prompt_tokens=Usage.prompt_tokens + prompt_tokens,
+            completion_tokens=Usage.completion_tokens + completion_tokens,
+        )
     )
     if session.execute(increment).rowcount == 0:  # type: ignore[attr-defined]  # CursorResult
         try:

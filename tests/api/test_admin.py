@@ -30,7 +30,10 @@ def test_platform_key_creates_lists_reads_updates_and_deletes_tenants(api: Api) 
     assert patched.status_code == 200
     assert patched.json()["quotas"] == {"requests_per_minute": 60, "tokens_per_minute": 1000}
 
-    assert api.client.delete(f"/v1/admin/tenants/{tenant['id']}", headers=api.headers()).status_code == 204
+    assert (
+        api.client.delete(f"/v1/admin/tenants/{tenant['id']}", headers=api.headers()).status_code
+        == 204
+    )
     gone = api.client.get(f"/v1/admin/tenants/{tenant['id']}", headers=api.headers())
     assert_problem(gone, 404, "not-found")
 
@@ -151,7 +154,9 @@ def test_usage_counts_queries_per_key_and_day(api: Api) -> None:
             headers=api.headers(tenant.query_key),
         )
         assert r.status_code == 200, r.text
-    rows = api.client.get(f"/v1/admin/tenants/{tenant.id}/usage", headers=api.headers(tenant.admin_key))
+    rows = api.client.get(
+        f"/v1/admin/tenants/{tenant.id}/usage", headers=api.headers(tenant.admin_key)
+    )
     assert rows.status_code == 200
     [row] = rows.json()
     assert row["key_id"] == tenant.query_key.split("_")[1]

@@ -11,7 +11,10 @@ from tests.api.conftest import assert_problem, make_namespace, make_tenant, uplo
 from tests.conftest import Api, make_settings, start_api
 
 OTTERS = "Sea otters hold hands while they sleep so that they do not drift apart."
-VOLCANO = "# Volcanoes\n\nMount Etna is the most active volcano in Europe.\n\n## Eruptions\n\nIt erupted in 2021."
+VOLCANO = (
+    "# Volcanoes\n\nMount Etna is the most active volcano in Europe.\n\n"
+    "## Eruptions\n\nIt erupted in 2021."
+)
 
 
 def _points(api: Api, namespace: dict, **where: str) -> int:
@@ -39,7 +42,9 @@ def test_json_upload_is_accepted_at_once_and_indexed(api: Api) -> None:
     otters_id = accepted["documents"][0]["id"]
     assert _points(api, namespace, tenant_id=tenant.id, document_id=otters_id) >= 1
 
-    doc = api.client.get(f"/v1/namespaces/docs/documents/{otters_id}", headers=api.headers(tenant.query_key))
+    doc = api.client.get(
+        f"/v1/namespaces/docs/documents/{otters_id}", headers=api.headers(tenant.query_key)
+    )
     assert doc.status_code == 200
     assert doc.json()["state"] == "indexed"
     assert doc.json()["metadata"] == {"topic": "animals"}
@@ -61,7 +66,9 @@ def test_multipart_upload_with_metadata_per_file(api: Api) -> None:
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert wait_for_job(api, tenant, accepted["job_id"])["state"] == "succeeded"
-    listed = api.client.get("/v1/namespaces/docs/documents", headers=api.headers(tenant.write_key)).json()
+    listed = api.client.get(
+        "/v1/namespaces/docs/documents", headers=api.headers(tenant.write_key)
+    ).json()
     assert listed["total"] == 2
     by_name = {d["filename"]: d for d in listed["items"]}
     assert by_name["otters.txt"]["metadata"] == {"n": 1}
@@ -98,22 +105,30 @@ def test_same_content_in_two_namespaces_is_two_documents(api: Api) -> None:
 def test_deleting_a_document_removes_its_points(api: Api) -> None:
     tenant = make_tenant(api, "acme")
     namespace = make_namespace(api, tenant, "docs")
-    accepted = upload(api, tenant, "docs", [{"text": OTTERS}, {"text": VOLCANO, "filename": "v.md"}])
+    accepted = upload(
+        api, tenant, "docs", [{"text": OTTERS}, {"text": VOLCANO, "filename": "v.md"}]
+    )
     wait_for_job(api, tenant, accepted["job_id"])
     otters, volcano = (d["id"] for d in accepted["documents"])
     assert _points(api, namespace, document_id=otters) > 0
-    deleted = api.client.delete(f"/v1/namespaces/docs/documents/{otters}", headers=api.headers(tenant.write_key))
+    deleted = api.client.delete(
+        f"/v1/namespaces/docs/documents/{otters}", headers=api.headers(tenant.write_key)
+    )
     assert deleted.status_code == 204
     assert _points(api, namespace, document_id=otters) == 0
     assert _points(api, namespace, document_id=volcano) > 0
-    again = api.client.get(f"/v1/namespaces/docs/documents/{otters}", headers=api.headers(tenant.write_key))
+    again = api.client.get(
+        f"/v1/namespaces/docs/documents/{otters}", headers=api.headers(tenant.write_key)
+    )
     assert_problem(again, 404, "not-found")
 
 
 def test_a_document_that_cannot_be_parsed_fails_alone_with_a_reason(api: Api) -> None:
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs")
-    accepted = upload(api, tenant, "docs", [{"text": OTTERS}, {"text": "   \n\t  ", "filename": "blank.txt"}])
+    accepted = upload(
+        api, tenant, "docs", [{"text": OTTERS}, {"text": "   \n\t  ", "filename": "blank.txt"}]
+    )
     job = wait_for_job(api, tenant, accepted["job_id"])
     assert job["state"] == "partial"
     states = {d["filename"]: d for d in job["documents"]}
@@ -151,7 +166,9 @@ def test_bad_upload_bodies_are_422(api: Api, documents: list, slug: str) -> None
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs")
     response = api.client.post(
-        "/v1/namespaces/docs/documents", json={"documents": documents}, headers=api.headers(tenant.write_key)
+        "/v1/namespaces/docs/documents",
+        json={"documents": documents},
+        headers=api.headers(tenant.write_key),
     )
     assert_problem(response, 422, slug)
 
@@ -189,16 +206,29 @@ def test_query_key_cannot_upload_or_delete(api: Api) -> None:
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs")
     headers = api.headers(tenant.query_key)
-    up = api.client.post("/v1/namespaces/docs/documents", json={"documents": [{"text": "x"}]}, headers=headers)
+    up = api.client.post(
+        "/v1/namespaces/docs/documents", json={"documents": [{"text": "x"}]}, headers=headers
+    )
     assert_problem(up, 403, "forbidden")
     accepted = upload(api, tenant, "docs", [{"text": OTTERS}])
     doc_id = accepted["documents"][0]["id"]
-    assert_problem(api.client.delete(f"/v1/namespaces/docs/documents/{doc_id}", headers=headers), 403, "forbidden")
-    assert_problem(api.client.get(f"/v1/jobs/{accepted['job_id']}", headers=headers), 403, "forbidden")
-    assert api.client.get(f"/v1/namespaces/docs/documents/{doc_id}", headers=headers).status_code == 200
+    assert_problem(
+        api.client.delete(f"/v1/namespaces/docs/documents/{doc_id}", headers=headers),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        api.client.get(f"/v1/jobs/{accepted['job_id']}", headers=headers), 403, "forbidden"
+    )
+    assert (
+        api.client.get(f"/v1/namespaces/docs/documents/{doc_id}", headers=headers).status_code
+        == 200
+    )
 
 
-def test_another_tenants_documents_and_jobs_are_the_same_404_as_missing_ones(api_any_db: Api) -> None:
+def test_another_tenants_documents_and_jobs_are_the_same_404_as_missing_ones(
+    api_any_db: Api,
+) -> None:
     api = api_any_db
     a = make_tenant(api, "a")
     b = make_tenant(api, "b")
@@ -208,13 +238,28 @@ def test_another_tenants_documents_and_jobs_are_the_same_404_as_missing_ones(api
     wait_for_job(api, b, accepted["job_id"])
     doc_id = accepted["documents"][0]["id"]
     missing_id = "00000000-0000-0000-0000-000000000000"
-    for path in (f"/v1/namespaces/docs/documents/{{}}", "/v1/jobs/{}"):
-        theirs = api.client.get(path.format(doc_id if "documents" in path else accepted["job_id"]), headers=api.headers(a.write_key))
+    for path in ("/v1/namespaces/docs/documents/{}", "/v1/jobs/{}"):
+        theirs = api.client.get(
+            path.format(doc_id if "documents" in path else accepted["job_id"]),
+            headers=api.headers(a.write_key),
+        )
         missing = api.client.get(path.format(missing_id), headers=api.headers(a.write_key))
         assert_problem(theirs, 404, "not-found")
         assert_problem(missing, 404, "not-found")
         assert theirs.json()["title"] == missing.json()["title"]
-    delete = api.client.delete(f"/v1/namespaces/docs/documents/{doc_id}", headers=api.headers(a.write_key))
+    delete = api.client.delete(
+        f"/v1/namespaces/docs/documents/{doc_id}", headers=api.headers(a.write_key)
+    )
     assert_problem(delete, 404, "not-found")
-    assert api.client.get(f"/v1/namespaces/docs/documents/{doc_id}", headers=api.headers(b.write_key)).status_code == 200
-    assert api.client.get("/v1/namespaces/docs/documents", headers=api.headers(a.write_key)).json()["total"] == 0
+    assert (
+        api.client.get(
+            f"/v1/namespaces/docs/documents/{doc_id}", headers=api.headers(b.write_key)
+        ).status_code
+        == 200
+    )
+    assert (
+        api.client.get("/v1/namespaces/docs/documents", headers=api.headers(a.write_key)).json()[
+            "total"
+        ]
+        == 0
+    )

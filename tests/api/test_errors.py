@@ -11,7 +11,9 @@ def test_missing_malformed_and_unknown_keys_are_401(api: Api) -> None:
     assert assert_problem(no_key, 401, "unauthenticated")
     assert no_key.headers["www-authenticate"] == "Bearer"
     for token in ("nonsense", "shoal_", "shoal_abc", "shoal_0000000000000000_wrongsecret"):
-        assert_problem(api.client.get("/v1/namespaces", headers=api.headers(token)), 401, "unauthenticated")
+        assert_problem(
+            api.client.get("/v1/namespaces", headers=api.headers(token)), 401, "unauthenticated"
+        )
     key_id = api.platform_key.split("_")[1]
     wrong_secret = api.client.get("/v1/admin/tenants", headers=api.headers(f"shoal_{key_id}_guess"))
     assert_problem(wrong_secret, 401, "unauthenticated")
@@ -19,11 +21,15 @@ def test_missing_malformed_and_unknown_keys_are_401(api: Api) -> None:
 
 def test_unknown_route_is_404_and_wrong_method_is_405(api: Api) -> None:
     assert_problem(api.client.get("/v1/nothing-here"), 404, "not-found")
-    assert_problem(api.client.put("/v1/admin/tenants", headers=api.headers()), 405, "method-not-allowed")
+    assert_problem(
+        api.client.put("/v1/admin/tenants", headers=api.headers()), 405, "method-not-allowed"
+    )
 
 
 def test_validation_errors_list_each_problem(api: Api) -> None:
-    response = api.client.post("/v1/admin/tenants", json={"quotas": {"requests_per_minute": -1}}, headers=api.headers())
+    response = api.client.post(
+        "/v1/admin/tenants", json={"quotas": {"requests_per_minute": -1}}, headers=api.headers()
+    )
     body = assert_problem(response, 422, "validation-error")
     locations = {tuple(e["loc"]) for e in body["errors"]}
     assert ("body", "name") in locations

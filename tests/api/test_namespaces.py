@@ -55,14 +55,18 @@ def test_namespace_names_are_unique_within_a_tenant_only(api: Api) -> None:
     b = make_tenant(api, "b")
     make_namespace(api, a, "docs")
     make_namespace(api, b, "docs")
-    again = api.client.post("/v1/namespaces", json={"name": "docs"}, headers=api.headers(a.admin_key))
+    again = api.client.post(
+        "/v1/namespaces", json={"name": "docs"}, headers=api.headers(a.admin_key)
+    )
     assert_problem(again, 409, "conflict")
 
 
 @pytest.mark.parametrize("name", ["", "Upper", "has space", "../etc", "x" * 64, "-lead"])
 def test_bad_namespace_names_are_422(api: Api, name: str) -> None:
     tenant = make_tenant(api, "acme")
-    response = api.client.post("/v1/namespaces", json={"name": name}, headers=api.headers(tenant.admin_key))
+    response = api.client.post(
+        "/v1/namespaces", json={"name": name}, headers=api.headers(tenant.admin_key)
+    )
     assert_problem(response, 422, "validation-error")
 
 
@@ -116,8 +120,16 @@ def test_another_tenants_namespace_is_the_same_404_as_a_missing_one(api_any_db: 
     make_namespace(api, b, "secret")
     for method in ("GET", "PATCH", "DELETE"):
         kwargs = {"json": {"routes": {}}} if method == "PATCH" else {}
-        theirs = api.client.request(method, "/v1/namespaces/secret", headers=api.headers(a.admin_key), **kwargs)
-        missing = api.client.request(method, "/v1/namespaces/nothing", headers=api.headers(a.admin_key), **kwargs)
+        theirs = api.client.request(
+            method, "/v1/namespaces/secret", headers=api.headers(a.admin_key), **kwargs
+        )
+        missing = api.client.request(
+            method, "/v1/namespaces/nothing", headers=api.headers(a.admin_key), **kwargs
+        )
         assert_problem(theirs, 404, "not-found")
-        assert theirs.json()["detail"].replace("secret", "X") == missing.json()["detail"].replace("nothing", "X")
-    assert api.client.get("/v1/namespaces/secret", headers=api.headers(b.admin_key)).status_code == 200
+        assert theirs.json()["detail"].replace("secret", "X") == missing.json()["detail"].replace(
+            "nothing", "X"
+        )
+    assert (
+        api.client.get("/v1/namespaces/secret", headers=api.headers(b.admin_key)).status_code == 200
+    )

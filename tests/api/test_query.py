@@ -74,14 +74,16 @@ def test_unrelated_question_is_not_answered(answered) -> None:
 @pytest.mark.slow
 def test_a_deleted_document_is_never_cited(answered) -> None:
     api, tenant, ids = answered
-    api.client.delete(f"/v1/namespaces/docs/documents/{ids['otters.txt']}", headers=api.headers(tenant.write_key))
+    api.client.delete(
+        f"/v1/namespaces/docs/documents/{ids['otters.txt']}", headers=api.headers(tenant.write_key)
+    )
     body = ask(api, tenant.query_key, "Why do sea otters hold hands when sleeping?").json()
     assert ids["otters.txt"] not in {c["document_id"] for c in body["citations"]}
 
 
 @pytest.mark.slow
 def test_queries_never_see_another_tenants_documents(answered) -> None:
-    api, owner, _ = answered
+    api, _, _ = answered
     other = make_tenant(api, "other")
     make_namespace(api, other, "docs")
     body = ask(api, other.query_key, "Why do sea otters hold hands when sleeping?").json()

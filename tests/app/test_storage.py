@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from retrieval.stores.edge import EdgeStore
 from sqlalchemy import func, inspect, select
 
 from app.db.migrate import downgrade, upgrade
@@ -14,7 +15,6 @@ from app.db.session import make_engine, normalise_database_url
 from app.errors import AuthenticationError, ConflictError
 from app.services import documents, keys, tenants, usage
 from app.services.documents import UploadItem
-from retrieval.stores.edge import EdgeStore
 
 
 def make_tenant_with_namespace(session_factory, name: str = "acme") -> tuple[str, Namespace]:
@@ -97,7 +97,10 @@ def test_deleting_a_tenant_cascades_to_everything_it_owns(session_factory, tmp_p
         keys.create_key(session, tenant_id=tenant_id, name="k", scopes=["query"])
         session.commit()
         documents.upload(
-            session, namespace=namespace, items=[UploadItem(data=b"text", filename="a.txt")], enqueue=lambda _: None
+            session,
+            namespace=namespace,
+            items=[UploadItem(data=b"text", filename="a.txt")],
+            enqueue=lambda _: None,
         )
         usage.record_usage(session, tenant_id=tenant_id, key_id="k1")
     store = EdgeStore(tmp_path / "qdrant")

@@ -1,0 +1,95 @@
+"""The embedded runner: bounded, retries transient failures, gives up with a reason."""
+
+from __future__ import annotations
+
+import threading
+
+from workers.errors import TransientError
+from workers.inprocess import InProcessQueue
+
+
+def test_tasks_run_off_the_caller_thread_and_depth_drains_to_zero() -> None:
+    seen: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def handler(document_id: str) -> None:
+        release.wait(5)
+        seen.append((document_id, threading.current_thread().name))
+
+    queue = InProcessQueue(handler, concurrency=1)
+    queue.enqueue("a")
+    queue.enqueue("b")
+    assert queue.depth() == 2
+    release.set()
+    assert queue.join(timeout_s=5)
+    queue.close()
+    assert [d for d, _ in seen] == ["a", "b"]
+    assert all(name.startswith("shoal-index") for _, name in seen)
+    assert queue.depth() == 0
+
+
+def test_a_document_already_queued_is_not_queued_twice() -> None:
+    calls: list[str] = []
+    gate = threading.Event()
+    queue = InProcessQueue(lambda d: (gate.wait(5), calls.append(d)), concurrency=1)
+    queue.enqueue("blocker")
+    queue.enqueue("x")
+    queue.enqueue("x")
+    gate.set()
+    queue.join(timeout_s=5)
+    queue.close()
+    assert calls == ["blocker", "x"]
+
+
+def test_transient_errors_are_retried_until_they_pass() -> None:
+    attempts: list[int] = []
+
+    def flaky(_: str) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TransientError("store down")
+
+    gave_up: list[str] = []
+    queue = InProcessQueue(
+        flaky, concurrency=1, on_give_up=lambda d, e: gave_up.append(d), backoff_initial_s=0.01
+    )
+    queue.enqueue("doc")
+    queue.join(timeout_s=5)
+    queue.close()
+    assert len(attempts) == 3
+    assert gave_up == []
+
+
+def test_after_the_last_attempt_the_runner_gives_up_and_says_why() -> None:
+    gave_up: list[tuple[str, str]] = []
+
+    def always_down(_: str) -> None:
+        raise TransientError("store down")
+
+    queue = InProcessQueue(
+        always_down,
+        concurrency=1,
+        max_attempts=2,
+        backoff_initial_s=0.01,
+        on_give_up=lambda d, e: gave_up.append((d, str(e))),
+    )
+    queue.enqueue("doc")
+    queue.join(timeout_s=5)
+    queue.close()
+    assert gave_up == [("doc", "store down")]
+
+
+def test_a_bug_in_the_handler_is_not_retried_and_is_reported() -> None:
+    attempts: list[int] = []
+    gave_up: list[str] = []
+
+    def buggy(_: str) -> None:
+        attempts.append(1)
+        raise KeyError("oops")
+
+    queue = InProcessQueue(buggy, concurrency=1, on_give_up=lambda d, e: gave_up.append(d))
+    queue.enqueue("doc")
+    queue.join(timeout_s=5)
+    queue.close()
+    assert attempts == [1]
+    assert gave_up == ["doc"]
