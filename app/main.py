@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.gateway.problems import install_problem_handlers
 from app.gateway.request_id import RequestIdMiddleware
+from app.metrics import MetricsMiddleware, metrics_endpoint, track_queue_depth
 from app.platform import Platform, build_platform
 from app.routers import admin, documents, health, jobs, namespaces, query
 from app.settings import Settings, get_settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         owned = platform is None
         running = platform or build_platform(settings)
         app.state.platform = running
+        track_queue_depth(running.queue.depth)
         running.warm_up_in_background()
         running.recover_pending()
         try:
@@ -41,8 +43,10 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         summary="Multi-tenant RAG: upload documents, ask questions, get cited answers.",
         lifespan=lifespan,
     )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
     for module in (health, admin, namespaces, documents, jobs, query):
         app.include_router(module.router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, Namespace
+from app.metrics import DOCUMENTS
 from app.services.documents import document_where
 from app.services.namespaces import collection_spec
 from ingestion.config import ChunkingConfig
@@ -147,6 +148,7 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
         document.state, document.reason = DocumentState.INDEXED, None
         document.chunk_count = len(chunks)
         session.commit()
+    DOCUMENTS.labels("indexed").inc()
     log.info("document_indexed", document_id=document_id, chunks=len(chunks))
 
 
@@ -187,3 +189,5 @@ def _set_state(
             return
         document.state, document.reason = state, reason
         session.commit()
+    if state == DocumentState.FAILED:
+        DOCUMENTS.labels("failed").inc()

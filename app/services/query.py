@@ -11,6 +11,7 @@ from retrieval.generation.base import Answer, GenerationBackend, Passage
 from retrieval.search import search
 from sqlalchemy.orm import Session
 
+from app.metrics import EMBEDDING_CACHE, STAGE_SECONDS
 from app.services.namespaces import get_namespace
 from app.services.usage import record_usage
 from retrieval.stores.base import VectorStore
@@ -92,6 +93,9 @@ def answer_question(
         completion_tokens=answer.completion_tokens,
     )
     timings["total"] = _ms_since(started)
+    EMBEDDING_CACHE.labels("hit" if cache_hit else "miss").inc()
+    for stage in ("embed", "search", "generate"):
+        STAGE_SECONDS.labels(stage).observe(timings[stage] / 1000)
     return QueryResult(
         answer=answer,
         route_name="extractive",

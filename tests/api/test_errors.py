@@ -56,6 +56,14 @@ def test_request_id_is_echoed_and_minted(api: Api) -> None:
     assert problem.json()["instance"] == "urn:shoal:request:req-9"
 
 
+def test_metrics_are_prometheus_text_labelled_by_route_template(api: Api) -> None:
+    api.client.get("/v1/namespaces/some-name", headers=api.headers())
+    text = api.client.get("/metrics").text
+    assert 'route="/v1/namespaces/{ns}"' in text
+    assert "some-name" not in text
+    assert "shoal_queue_depth" in text
+
+
 def test_health_readiness_and_docs_need_no_key(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     ready = api.client.get("/readyz")
