@@ -55,7 +55,7 @@ class RetrievalConfig(BaseModel):
         3, ge=1, le=20, description="Sentences quoted by the extractive answer."
     )
     embedding_cache_entries: int = Field(
-        10_000, ge=0, description="Question embeddings kept in the in-process cache (0: off)."
+        10_000, ge=1, description="Question embeddings kept in the in-process cache."
     )
 
 

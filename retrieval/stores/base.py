@@ -7,6 +7,7 @@ filters on both, so a collection can never leak across tenants even if a name we
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,23 @@ Scalar = str | int | float | bool
 
 # An equality filter: every key must equal its value. Issue 6 grows this into the filter language.
 Where = Mapping[str, Scalar]
+
+# Collection names become directory names under the embedded store's root, so the alphabet
+# leaves no way out of it ("/", "." and ".." are impossible); both stores apply the same rule.
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_collection_name(name: str) -> str:
+    """Return ``name`` if it is a valid collection name: 1-64 of ``A-Z a-z 0-9 _ -``.
+
+    Raises:
+        ValueError: the name is empty, too long or has another character. Names come from
+            internal ids, so this is a bug in the caller, never a user error.
+    """
+    # fullmatch, not "^...$": "$" would also accept a trailing newline.
+    if not _COLLECTION_NAME.fullmatch(name):
+        raise ValueError(f"invalid collection name {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,27 @@ class CollectionSpec:
 
     dimension: int
     indexed_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+# The index types a CollectionSpec may name, and the fields every collection indexes.
+FIELD_TYPES = frozenset({"keyword", "integer", "float", "bool", "datetime"})
+TENANT_FIELD = "tenant_id"
+_ALWAYS_INDEXED = {TENANT_FIELD: "keyword", "namespace_id": "keyword", "document_id": "keyword"}
+
+
+def payload_indexes(spec: CollectionSpec) -> dict[str, str]:
+    """Every payload index ``spec`` implies, field to type, the always-indexed fields first.
+
+    The always-indexed fields keep their keyword type even if ``spec`` names them too; stores
+    mark :data:`TENANT_FIELD` as the tenant key so the engine can lay data out per tenant.
+
+    Raises:
+        ValueError: ``spec`` names a type outside :data:`FIELD_TYPES`.
+    """
+    unknown = {f: t for f, t in spec.indexed_fields.items() if t not in FIELD_TYPES}
+    if unknown:
+        raise ValueError(f"unknown payload index types {unknown}; use one of {sorted(FIELD_TYPES)}")
+    return {**_ALWAYS_INDEXED, **{f: t for f, t in spec.indexed_fields.items() if f not in _ALWAYS_INDEXED}}
 
 
 @dataclass(frozen=True)
