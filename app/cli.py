@@ -8,7 +8,6 @@ the first tenant before any server runs. Client commands (``ingest``, ``query``)
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -250,4 +249,4 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

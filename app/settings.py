@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from retrieval.config import VectorStoreConfig
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig
+from retrieval.config import VectorStoreConfig
 
 
 class ApiConfig(BaseModel):

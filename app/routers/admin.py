@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from app.db.models import ApiKey
 from app.errors import PermissionDeniedError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas import (
@@ -108,7 +109,7 @@ def tenant_usage(tenant_id: str, caller: CallerDep, session: SessionDep) -> list
     return [UsagePublic.model_validate(r, from_attributes=True) for r in rows]
 
 
-def _key_fields(row: keys.ApiKey) -> dict[str, object]:
+def _key_fields(row: ApiKey) -> dict[str, object]:
     return {
         "id": row.id,
         "tenant_id": row.tenant_id,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app.db.models import Document
 from app.errors import InvalidRequestError, PayloadTooLargeError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas import (
@@ -127,7 +128,7 @@ def _reader(caller: Caller) -> str:
     return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
 
 
-def _public(document: documents.Document) -> DocumentPublic:
+def _public(document: Document) -> DocumentPublic:
     return DocumentPublic(
         id=document.id,
         filename=document.filename,

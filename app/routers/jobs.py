@@ -18,7 +18,7 @@ def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobPublic:
     return JobPublic(
         id=status.job.id,
         namespace_id=status.job.namespace_id,
-        state=status.state,  # type: ignore[arg-type]  # job_state returns only the literal values
+        state=status.state,
         counts=status.counts,
         documents=[
             JobDocumentPublic(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-from qdrant_client import QdrantClient
+from typing import TYPE_CHECKING
 
 from retrieval.config import VectorStoreConfig
 from retrieval.stores.base import CollectionSpec, Hit, Point, VectorStore
 from retrieval.stores.edge import EdgeStore
-from retrieval.stores.server import ServerStore
+
+if TYPE_CHECKING:
+    from retrieval.stores.server import ServerStore
 
 __all__ = [
     "CollectionSpec",
@@ -23,6 +24,16 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> object:
+    # qdrant-client takes ~1.5 s to import, and importing anything under retrieval.stores runs
+    # this module: embedded deployments, which never need it, do not pay for it.
+    if name == "ServerStore":
+        from retrieval.stores.server import ServerStore
+
+        return ServerStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def make_store(config: VectorStoreConfig, *, data_dir: Path) -> VectorStore:
     """The vector store ``config`` asks for: the one place that picks an engine.
 
@@ -32,6 +43,10 @@ def make_store(config: VectorStoreConfig, *, data_dir: Path) -> VectorStore:
     """
     if config.url is None:
         return EdgeStore(data_dir / "qdrant")
+    from qdrant_client import QdrantClient
+
+    from retrieval.stores.server import ServerStore
+
     client = QdrantClient(
         url=config.url,
         api_key=config.api_key.get_secret_value() if config.api_key else None,

@@ -68,7 +68,10 @@ def payload_indexes(spec: CollectionSpec) -> dict[str, str]:
     unknown = {f: t for f, t in spec.indexed_fields.items() if t not in FIELD_TYPES}
     if unknown:
         raise ValueError(f"unknown payload index types {unknown}; use one of {sorted(FIELD_TYPES)}")
-    return {**_ALWAYS_INDEXED, **{f: t for f, t in spec.indexed_fields.items() if f not in _ALWAYS_INDEXED}}
+    return {
+        **_ALWAYS_INDEXED,
+        **{f: t for f, t in spec.indexed_fields.items() if f not in _ALWAYS_INDEXED},
+    }
 
 
 @dataclass(frozen=True)

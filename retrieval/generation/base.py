@@ -1,0 +1,69 @@
+"""What every answer generator takes and gives back.
+
+A :class:`GenerationBackend` turns a question and the passages retrieved for it into an
+:class:`Answer` whose claims are backed by :class:`Citation` objects, or abstains. The
+extractive backend quotes; LLM backends (issue 6) will paraphrase but cite the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from retrieval.stores.base import Payload
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk: its point id, document, text and retrieval score (cosine)."""
+
+    chunk_id: str
+    document_id: str
+    text: str
+    score: float
+    payload: Payload = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Evidence for part of an answer: the text actually used and the chunk it came from.
+
+    ``text`` is the quoted sentence(s), or the chunk text when a backend used all of it;
+    ``score`` is the passage's retrieval score.
+    """
+
+    document_id: str
+    chunk_id: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generated answer. ``answerable`` is False when the backend abstained.
+
+    Markers ``[n]`` in ``text`` refer to ``citations[n - 1]``. Token counts are what an LLM
+    backend was billed; 0 for backends that call no model.
+    """
+
+    text: str
+    answerable: bool
+    citations: list[Citation]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class GenerationBackend(Protocol):
+    """Answers a question from passages, citing them, or abstains."""
+
+    def generate(
+        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+    ) -> Answer:
+        """Answer ``question`` from ``passages`` (best first) alone, never from elsewhere.
+
+        ``question_vector`` is the question's unit-length embedding, already computed for
+        retrieval, so backends that score text against the question need not embed it again.
+        With no passage good enough the answer abstains: ``answerable=False``, no citations.
+        """
+        ...

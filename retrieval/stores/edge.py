@@ -1,0 +1,276 @@
+"""The embedded vector store: Qdrant Edge, one shard directory per collection under a root.
+
+Edge runs inside this process, so there is no server to operate; the price is that one process
+owns the shards. With the write-ahead log on (the default, and it must stay on: without it Edge
+takes no lock and a second process could open the same shard), a second open of a shard fails
+at once with ``Can't init WAL: WouldBlock``, in this process or another. So each shard is opened
+once, cached, and its handle shared by every thread; the API server and an in-process worker
+share one :class:`EdgeStore`. A multi-process deployment uses the Qdrant server instead.
+
+Edge raises bare ``Exception`` (and ``TypeError`` for a badly typed argument) with no exception
+hierarchy of its own, so every call into it is wrapped by :func:`_engine_errors`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+import qdrant_edge as edge
+
+from retrieval.errors import StoreUnavailableError
+from retrieval.stores.base import (
+    TENANT_FIELD,
+    CollectionSpec,
+    Hit,
+    Point,
+    Scalar,
+    Where,
+    check_collection_name,
+    payload_indexes,
+)
+
+# Edge writes this file when it creates a shard; a directory without it holds no shard.
+_SHARD_MARKER = "edge_config.json"
+
+
+def _index_params(field: str, field_type: str) -> edge.PayloadSchemaParams:
+    if field_type == "keyword":
+        return edge.KeywordIndexParams(is_tenant=True if field == TENANT_FIELD else None)
+    if field_type == "integer":
+        return edge.IntegerIndexParams(lookup=True, range=True)
+    if field_type == "float":
+        return edge.FloatIndexParams()
+    if field_type == "bool":
+        return edge.BoolIndexParams()
+    return edge.DatetimeIndexParams()  # payload_indexes admits no other type
+
+
+def _condition(key: str, value: Scalar) -> edge.FieldCondition:
+    if isinstance(value, bool):
+        # Edge 0.9 reads MatchValue(True) as the integer 1 (its Rust side tries str, then int,
+        # then bool, and Python's bool is an int), which never equals a stored boolean.
+        # numpy.bool_ is not an int, so it reaches the bool variant; the stub does not list it.
+        # The contract suite's boolean filter test pins this.
+        match = edge.MatchValue(np.bool_(value))  # type: ignore[arg-type]
+        return edge.FieldCondition(key=key, match=match)
+    if isinstance(value, float):
+        # MatchValue takes no floats; a closed range of one point is float equality.
+        return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=value, lte=value))
+    return edge.FieldCondition(key=key, match=edge.MatchValue(value))
+
+
+def _filter(where: Where) -> edge.Filter:
+    return edge.Filter(must=[_condition(key, value) for key, value in where.items()])
+
+
+@contextmanager
+def _engine_errors(action: str, name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # Edge's only exception types are Exception and TypeError
+        raise StoreUnavailableError(f"Qdrant Edge failed to {action} {name!r}: {exc}") from exc
+
+
+class EdgeStore:
+    """A :class:`~retrieval.stores.base.VectorStore` on Qdrant Edge, rooted at ``root``.
+
+    Shards open lazily on first use (loaded if ``root/<name>`` holds one, else created by
+    :meth:`ensure_collection`) and stay open until :meth:`drop_collection` or :meth:`close`.
+    Only one ``EdgeStore`` per root may be live at a time, across all processes.
+
+    A call racing :meth:`drop_collection` on the same collection may fail with
+    :class:`StoreUnavailableError` (its handle was closed under it); callers drop a collection
+    only after deleting the rows that lead to it, so nothing should still be reading it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._shards: dict[str, edge.EdgeShard] = {}
+        # Guards the cache and every open, create, close and drop. Reads and writes on an open
+        # shard need no lock of ours: Edge's handles are safe to share between threads.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def ensure_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create the collection if absent (idempotent), with cosine distance and its indexes.
+
+        Payload indexes the shard lacks are added, so a spec that gained a field takes effect.
+
+        Raises:
+            ValueError: invalid name, or ``spec`` names an unknown index type.
+            StoreUnavailableError: Edge failed, e.g. the shard exists with another dimension.
+        """
+        check_collection_name(name)
+        indexes = payload_indexes(spec)
+        config = edge.EdgeConfig(
+            vectors=edge.EdgeVectorParams(size=spec.dimension, distance=edge.Distance.Cosine)
+        )
+        shard = self._open(name, config=config)
+        with _engine_errors("index", name):
+            existing = shard.info().payload_schema
+            missing = {f: t for f, t in indexes.items() if f not in existing}
+            for field, field_type in missing.items():
+                params = _index_params(field, field_type)
+                shard.update(edge.UpdateOperation.create_field_index(field, params))
+            if missing:
+                shard.flush()
+
+    def drop_collection(self, name: str) -> None:
+        """Close the collection's shard and delete its directory; no error if it does not exist.
+
+        Raises:
+            ValueError: invalid name.
+            StoreUnavailableError: the shard could not be closed or its files removed.
+        """
+        path = self._root / check_collection_name(name)
+        with self._lock:
+            self._check_open()
+            shard = self._shards.pop(name, None)
+            with _engine_errors("drop", name):
+                if shard is not None:
+                    shard.close()
+                if path.exists():
+                    shutil.rmtree(path)
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None:
+        """Insert or overwrite ``points`` by id, flushed to disk before returning.
+
+        Raises:
+            ValueError: invalid name.
+            StoreUnavailableError: the collection does not exist, or Edge failed (including a
+                vector of the wrong dimension).
+        """
+        shard = self._open(check_collection_name(name))
+        if shard is None:
+            raise StoreUnavailableError(f"collection {name!r} does not exist")
+        if not points:
+            return
+        edge_points = [
+            edge.Point(id=p.id, vector=[float(x) for x in p.vector], payload=dict(p.payload))
+            for p in points
+        ]
+        with _engine_errors("upsert into", name):
+            shard.update(edge.UpdateOperation.upsert_points(edge_points))
+            shard.flush()
+
+    def search(self, name: str, vector: Sequence[float], *, where: Where, limit: int) -> list[Hit]:
+        """Nearest points by cosine among those matching ``where``, best first ([] if missing).
+
+        Raises:
+            ValueError: invalid name.
+            StoreUnavailableError: Edge failed.
+        """
+        shard = self._open(check_collection_name(name))
+        if shard is None:
+            return []
+        request = edge.QueryRequest(
+            query=edge.Query.Nearest([float(x) for x in vector]),
+            limit=limit,
+            filter=_filter(where) if where else None,
+            with_payload=True,
+        )
+        with _engine_errors("search", name):
+            scored = shard.query(request)
+        # Edge returns UUID ids as uuid.UUID; the Protocol speaks strings.
+        return [Hit(id=str(s.id), score=float(s.score), payload=s.payload or {}) for s in scored]
+
+    def delete(self, name: str, *, where: Where) -> None:
+        """Delete every point matching ``where`` (all of them if empty), flushed to disk.
+
+        No error if the collection does not exist.
+
+        Raises:
+            ValueError: invalid name.
+            StoreUnavailableError: Edge failed.
+        """
+        shard = self._open(check_collection_name(name))
+        if shard is None:
+            return
+        with _engine_errors("delete from", name):
+            shard.update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
+            shard.flush()
+
+    def count(self, name: str, *, where: Where) -> int:
+        """Exact number of points matching ``where`` (0 when the collection does not exist).
+
+        Raises:
+            ValueError: invalid name.
+            StoreUnavailableError: Edge failed.
+        """
+        shard = self._open(check_collection_name(name))
+        if shard is None:
+            return 0
+        with _engine_errors("count", name):
+            request = edge.CountRequest(exact=True, filter=_filter(where) if where else None)
+            return shard.count(request)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the root is a writable directory.
+
+        Creates the root if it is missing, as the first collection would.
+        """
+        self._check_open()
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            # A real file, not os.access: it also catches a read-only mount or an ACL.
+            with tempfile.TemporaryFile(dir=self._root):
+                pass
+        except OSError as exc:
+            raise StoreUnavailableError(f"vector store root {self._root} unusable: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every open shard; every later call raises :class:`StoreUnavailableError`.
+
+        Closing twice is a no-op. Raises :class:`StoreUnavailableError` if a shard failed to
+        close (the others are still closed).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            shards, self._shards = self._shards, {}
+        failures = []
+        for name, shard in shards.items():
+            try:
+                shard.close()
+            except Exception as exc:  # Edge's only exception type
+                failures.append(f"{name}: {exc}")
+        if failures:
+            raise StoreUnavailableError(f"Qdrant Edge failed to close {'; '.join(failures)}")
+
+    @overload
+    def _open(self, name: str, *, config: edge.EdgeConfig) -> edge.EdgeShard: ...
+
+    @overload
+    def _open(self, name: str, *, config: None = None) -> edge.EdgeShard | None: ...
+
+    def _open(self, name: str, *, config: edge.EdgeConfig | None = None) -> edge.EdgeShard | None:
+        """The open shard for ``name``; with ``config``, created if absent, else None if absent."""
+        with self._lock:
+            self._check_open()
+            shard = self._shards.get(name)
+            if shard is not None:
+                return shard
+            path = self._root / name
+            with _engine_errors("open", name):
+                if (path / _SHARD_MARKER).is_file():
+                    # Passing the config makes Edge check the stored shard against it.
+                    shard = edge.EdgeShard.load(str(path), config)
+                elif config is not None:
+                    self._root.mkdir(parents=True, exist_ok=True)
+                    shard = edge.EdgeShard.create(str(path), config)
+                else:
+                    return None
+            self._shards[name] = shard
+            return shard
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailableError("the vector store is closed")
