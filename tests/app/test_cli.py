@@ -1,0 +1,75 @@
+"""`shoal admin` acts on the configured database and prints JSON with --json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.db.session import make_engine, make_session_factory
+from app.errors import AuthenticationError
+from app.services import keys
+from app.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("SHOAL_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def shoal(*args: str) -> dict | list:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_admin_commands_create_list_and_revoke_on_the_database(database: str) -> None:
+    tenant = shoal("admin", "create-tenant", "acme", "--requests-per-minute", "60", "--json")
+    assert tenant["quotas"] == {"requests_per_minute": 60}
+    assert [t["name"] for t in shoal("admin", "list-tenants", "--json")] == ["acme"]
+
+    made = shoal(
+        "admin", "create-key", "--tenant", tenant["id"], "--scopes", "write,query", "--json"
+    )
+    assert made["scopes"] == ["query", "write"]
+    platform = shoal("admin", "create-key", "--platform", "--json")
+    assert platform["scopes"] == ["platform"]
+
+    sessions = make_session_factory(make_engine(database))
+    with sessions() as session:
+        assert keys.authenticate(session, made["key"]).tenant_id == tenant["id"]
+    shoal("admin", "revoke-key", made["id"], "--json")
+    with sessions() as session, pytest.raises(AuthenticationError):
+        keys.authenticate(session, made["key"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["admin", "create-key", "--scopes", "query"],
+        ["admin", "create-key", "--platform", "--tenant", "x"],
+        ["admin", "create-key", "--tenant", "no-such-tenant", "--scopes", "query"],
+        ["admin", "revoke-key", "no-such-key"],
+    ],
+)
+def test_bad_admin_commands_exit_2_with_a_message(database: str, args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "error" in result.output
+
+
+def test_duplicate_tenant_name_is_refused(database: str) -> None:
+    shoal("admin", "create-tenant", "acme", "--json")
+    result = runner.invoke(app, ["admin", "create-tenant", "acme"])
+    assert result.exit_code == 2
+    assert "already exists" in result.output
