@@ -191,36 +191,39 @@ def _json_items(body: bytes) -> list[UploadItem]:
 
 
 async def _multipart_items(request: Request, limit: int) -> list[UploadItem]:
-    form = await request.form(max_files=1000, max_fields=1000)
-    files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-    if not files:
-        raise InvalidRequestError(
-            "a multipart upload needs at least one 'files' part", field="files"
-        )
-    metadata = [_metadata(m, i) for i, m in enumerate(form.getlist("metadata"))]
-    if len(metadata) not in (0, 1, len(files)):
-        raise InvalidRequestError(
-            f"{len(metadata)} metadata parts for {len(files)} files: "
-            "give none, one, or one per file",
-            field="metadata",
-        )
-    items = []
-    total = 0
-    for i, upload in enumerate(files):
-        data = await upload.read()
-        total += len(data)
-        if total > limit:
-            raise PayloadTooLargeError(f"request body over the {limit // (1024 * 1024)} MiB limit")
-        meta = metadata[i] if len(metadata) == len(files) else (metadata[0] if metadata else {})
-        items.append(
-            UploadItem(
-                data=data,
-                filename=upload.filename,
-                declared_type=upload.content_type,
-                metadata=meta,
+    # The context manager closes the spooled temporary files of the parts.
+    async with request.form(max_files=1000, max_fields=1000) as form:
+        files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        if not files:
+            raise InvalidRequestError(
+                "a multipart upload needs at least one 'files' part", field="files"
             )
-        )
-    return items
+        metadata = [_metadata(m, i) for i, m in enumerate(form.getlist("metadata"))]
+        if len(metadata) not in (0, 1, len(files)):
+            raise InvalidRequestError(
+                f"{len(metadata)} metadata parts for {len(files)} files: "
+                "give none, one, or one per file",
+                field="metadata",
+            )
+        items = []
+        total = 0
+        for i, upload in enumerate(files):
+            data = await upload.read()
+            total += len(data)
+            if total > limit:
+                raise PayloadTooLargeError(
+                    f"request body over the {limit // (1024 * 1024)} MiB limit"
+                )
+            meta = metadata[i] if len(metadata) == len(files) else (metadata[0] if metadata else {})
+            items.append(
+                UploadItem(
+                    data=data,
+                    filename=upload.filename,
+                    declared_type=upload.content_type,
+                    metadata=meta,
+                )
+            )
+        return items
 
 
 def _metadata(raw: object, index: int) -> dict[str, Any]:

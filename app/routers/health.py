@@ -37,7 +37,6 @@ def readyz(platform: PlatformDep) -> JSONResponse:
         checks["vector_store"] = f"error: {exc}"
     checks["broker"] = "ok (in-process)"
     checks["queue_depth"] = platform.queue.depth()
-    checks["embedding_model"] = "loaded" if platform.embedder.loaded else "loading"
     ready = all(v == "ok" for k, v in checks.items() if k in ("database", "vector_store"))
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
