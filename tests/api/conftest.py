@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import Any, Protocol
 
 from tests.conftest import Api
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class Response(Protocol):
+    """What tests read of a response (TestClient's and httpx's alike)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
 
 
 @dataclass
@@ -70,7 +81,7 @@ def wait_for_job(api: Api, tenant: Tenant, job_id: str, timeout_s: float = 120) 
         time.sleep(0.1)
 
 
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+def assert_problem(response: Response, status: int, slug: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body: dict[str, Any] = response.json()

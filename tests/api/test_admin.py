@@ -64,7 +64,7 @@ def test_tenant_keys_cannot_manage_tenants(api: Api, scope: str) -> None:
         ("PATCH", f"/v1/admin/tenants/{tenant.id}"),
         ("DELETE", f"/v1/admin/tenants/{tenant.id}"),
     ]:
-        body = {"name": "x"} if method == "POST" else {"quotas": {}}
+        body: dict[str, object] = {"name": "x"} if method == "POST" else {"quotas": {}}
         response = api.client.request(method, path, json=body, headers=api.headers(key))
         assert_problem(response, 403, "forbidden")
 

@@ -17,7 +17,7 @@ VOLCANO = (
 )
 
 
-def _points(api: Api, namespace: dict, **where: str) -> int:
+def _points(api: Api, namespace: dict[str, str], **where: str) -> int:
     collection = "ns_" + namespace["id"].replace("-", "")
     return api.platform.store.count(collection, where=where)
 
@@ -162,7 +162,7 @@ def test_unsupported_type_is_415_and_nothing_is_written(api: Api) -> None:
         ([{"text": "a", "colour": "red"}], "validation-error"),
     ],
 )
-def test_bad_upload_bodies_are_422(api: Api, documents: list, slug: str) -> None:
+def test_bad_upload_bodies_are_422(api: Api, documents: list[dict[str, str]], slug: str) -> None:
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs")
     response = api.client.post(

@@ -119,12 +119,12 @@ def test_another_tenants_namespace_is_the_same_404_as_a_missing_one(api_any_db: 
     b = make_tenant(api, "b")
     make_namespace(api, b, "secret")
     for method in ("GET", "PATCH", "DELETE"):
-        kwargs = {"json": {"routes": {}}} if method == "PATCH" else {}
+        body: dict[str, object] | None = {"routes": {}} if method == "PATCH" else None
         theirs = api.client.request(
-            method, "/v1/namespaces/secret", headers=api.headers(a.admin_key), **kwargs
+            method, "/v1/namespaces/secret", headers=api.headers(a.admin_key), json=body
         )
         missing = api.client.request(
-            method, "/v1/namespaces/nothing", headers=api.headers(a.admin_key), **kwargs
+            method, "/v1/namespaces/nothing", headers=api.headers(a.admin_key), json=body
         )
         assert_problem(theirs, 404, "not-found")
         assert theirs.json()["detail"].replace("secret", "X") == missing.json()["detail"].replace(

@@ -31,7 +31,12 @@ def test_tasks_run_off_the_caller_thread_and_depth_drains_to_zero() -> None:
 def test_a_document_already_queued_is_not_queued_twice() -> None:
     calls: list[str] = []
     gate = threading.Event()
-    queue = InProcessQueue(lambda d: (gate.wait(5), calls.append(d)), concurrency=1)
+
+    def handler(document_id: str) -> None:
+        gate.wait(5)
+        calls.append(document_id)
+
+    queue = InProcessQueue(handler, concurrency=1)
     queue.enqueue("blocker")
     queue.enqueue("x")
     queue.enqueue("x")
