@@ -53,6 +53,8 @@ _MIN_WORDS = 3
 # single newlines are line wraps. Known misses, accepted: a sentence that starts lowercase
 # ("p53 binds ...") or ends on an abbreviation or initial ("... vitamin A. Then") is not split
 # off, which costs a longer quote, never a wrong one.
+# Markdown ATX headings are structure, not statements: the citation's section names them.
+_HEADING_LINE = re.compile(r"^[ ]{0,3}#{1,6}(?:[ \t].*)?$", re.MULTILINE)
 _BOUNDARY = re.compile(r"""(\S*?)([.!?]+)["'\u201d\u2019)\]]*(?=\s)""")  # closing quotes
 _NEXT_CHAR = re.compile(r"\s+(\S)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -70,6 +72,7 @@ def split_sentences(text: str) -> list[str]:
     Heuristic rules are in the module's comments; the order of sentences is the text's.
     """
     sentences: list[str] = []
+    text = _HEADING_LINE.sub("\n", text)  # a blank line: the heading also ends a paragraph
     for paragraph in _PARAGRAPH.split(text):
         start = 0
         for match in _BOUNDARY.finditer(paragraph):

@@ -301,3 +301,8 @@ def test_weak_evidence_abstains(minilm: MiniLM, question: str) -> None:
     answer = ExtractiveGenerator(minilm).generate(question, question_vector, passages)
 
     assert answer == abstain()
+
+
+def test_markdown_headings_are_never_sentences() -> None:
+    text = "# Mount Etna\n\nEtna is active.\n## History\nIt erupted often.\n#hashtag stays."
+    assert split_sentences(text) == ["Etna is active.", "It erupted often.", "#hashtag stays."]
