@@ -83,7 +83,9 @@ class InProcessQueue:
         return done.wait(timeout_s)
 
     def close(self, *, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        """Stop: tasks not yet started are dropped (their documents stay ``queued`` in the
+        database and are re-enqueued at the next start); with ``wait``, running ones finish."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _done(self, document_id: str) -> None:
         with self._lock:

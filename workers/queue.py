@@ -15,4 +15,5 @@ class TaskQueue(Protocol):
         """Tasks accepted and not yet finished (an autoscaling and readiness signal)."""
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop accepting tasks; with ``wait``, finish those in flight first."""
+        """Stop accepting tasks; with ``wait``, finish those running first. Tasks not started
+        may be dropped: the durable record of pending work is the database, not the queue."""

@@ -98,3 +98,22 @@ def test_a_bug_in_the_handler_is_not_retried_and_is_reported() -> None:
     queue.close()
     assert attempts == [1]
     assert gave_up == ["doc"]
+
+
+def test_close_drops_tasks_not_started_and_finishes_the_running_one() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    done: list[str] = []
+
+    def handler(document_id: str) -> None:
+        started.set()
+        release.wait(5)
+        done.append(document_id)
+
+    queue = InProcessQueue(handler, concurrency=1)
+    for document_id in ("running", "waiting-1", "waiting-2"):
+        queue.enqueue(document_id)
+    assert started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    queue.close(wait=True)
+    assert done == ["running"]
