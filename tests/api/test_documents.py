@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
+from app.db.session import make_engine, make_session_factory
+from app.services import documents, namespaces
+from app.services.documents import UploadItem
+from ingestion.embedder import SentenceTransformerEmbedder
 from tests.api.conftest import assert_problem, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
 
@@ -263,3 +268,25 @@ def test_another_tenants_documents_and_jobs_are_the_same_404_as_missing_ones(
         ]
         == 0
     )
+
+
+def test_documents_left_pending_by_a_crash_are_indexed_at_the_next_start(
+    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder
+) -> None:
+    settings = make_settings(tmp_path, sqlite_url)
+    sessions = make_session_factory(make_engine(sqlite_url))
+    for api in start_api(settings, embedder):
+        tenant = make_tenant(api, "acme")
+        make_namespace(api, tenant, "docs")
+        with sessions() as session:
+            namespace = namespaces.get_namespace(session, tenant_id=tenant.id, name="docs")
+            # Recorded, never handed to a worker: what a crash right after commit leaves behind.
+            crashed = documents.upload(
+                session,
+                namespace=namespace,
+                items=[UploadItem(data=OTTERS.encode(), filename="otters.txt")],
+                enqueue=lambda _: None,
+            )
+    for api in start_api(settings, embedder):
+        job = wait_for_job(api, tenant, crashed.job.id)
+        assert job["state"] == "succeeded"
