@@ -3,7 +3,8 @@
     IngestionError
     ├── UnsupportedMediaError   the upload's type is not one Shoal parses (HTTP 415)
     ├── DocumentTooLargeError   an upload or its expansion exceeds a configured limit (HTTP 413)
-    ├── ParseError              the bytes are not a valid document of their type (document fails, never retried)
+    ├── ParseError              the bytes are not a valid document of their type
+    │                           (the document fails and is never retried)
     └── ModelNotFoundError      an embedding model id resolves to no local directory
 
 Bad input (the first three) marks a document ``failed(reason)`` and is never retried; the
