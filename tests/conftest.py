@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from ingestion.embedder import SentenceTransformerEmbedder
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -33,10 +33,17 @@ from app.platform import Platform, build_platform
 from app.services import keys
 from app.settings import Settings
 from ingestion.config import EmbeddingConfig
+from ingestion.embedder import SentenceTransformerEmbedder
 
 POSTGRES_URL = os.environ.get(
     "SHOAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# Hypothesis: HYPOTHESIS_PROFILE=ci for more examples. No deadline: examples that reach the real
+# tokenizer vary in time on a busy machine, and no test gates on wall-clock time.
+hypothesis_settings.register_profile("dev", max_examples=50, deadline=None)
+hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
 START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the ingestion tests: Hypothesis profiles and token counters.
+"""Fixtures of the ingestion tests: token counters (Hypothesis profiles: ``tests/conftest.py``).
 
 The real model itself is the session-wide ``embedder`` fixture of ``tests/conftest.py``;
 counting tokens needs only its tokenizer, which loads in milliseconds without torch.
@@ -6,21 +6,13 @@ counting tokens needs only its tokenizer, which loads in milliseconds without to
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable
 
 import pytest
-from hypothesis import settings
 
 from ingestion.config import EmbeddingConfig
 from ingestion.embedder import SentenceTransformerEmbedder
-
-# No deadline: examples that reach the real tokenizer vary in time on a busy CI machine, and no
-# test gates on wall-clock time.
-settings.register_profile("dev", max_examples=50, deadline=None)
-settings.register_profile("ci", max_examples=200, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 CountTokens = Callable[[str], int]
 
