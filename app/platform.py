@@ -11,9 +11,6 @@ import threading
 from dataclasses import dataclass
 
 import structlog
-from ingestion.embedder import SentenceTransformerEmbedder
-from retrieval.cache import MemoryCache
-from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +19,9 @@ from app.db.session import make_engine, make_session_factory
 from app.services import indexing
 from app.services.query import QueryDeps
 from app.settings import Settings
+from ingestion.embedder import SentenceTransformerEmbedder
+from retrieval.cache import MemoryCache
+from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
 from workers.inprocess import InProcessQueue

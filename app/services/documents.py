@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingestion.normalise import fingerprint
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Document, DocumentContent, DocumentState, Job, JobDocument, Namespace
 from app.errors import NotFoundError
+from ingestion.normalise import fingerprint
 from ingestion.parsers import detect_media_type
 from retrieval.stores.base import VectorStore
 

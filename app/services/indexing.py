@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from ingestion.chunking import chunk
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +22,7 @@ from app.db.models import Document, DocumentState, Namespace
 from app.metrics import DOCUMENTS
 from app.services.documents import document_where
 from app.services.namespaces import collection_spec
+from ingestion.chunking import chunk
 from ingestion.config import ChunkingConfig
 from ingestion.document import Chunk, ParsedDocument
 from ingestion.errors import IngestionError

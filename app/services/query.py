@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from retrieval.cache import EmbeddingCache, embed_query
-from retrieval.embedding import Embedder
-from retrieval.generation.base import Answer, GenerationBackend, Passage
-from retrieval.search import search
 from sqlalchemy.orm import Session
 
 from app.metrics import EMBEDDING_CACHE, STAGE_SECONDS
 from app.services.namespaces import get_namespace
 from app.services.usage import record_usage
+from retrieval.cache import EmbeddingCache, embed_query
+from retrieval.embedding import Embedder
+from retrieval.generation.base import Answer, GenerationBackend, Passage
+from retrieval.search import search
 from retrieval.stores.base import VectorStore
 
 

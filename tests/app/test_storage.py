@@ -6,7 +6,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from retrieval.stores.edge import EdgeStore
 from sqlalchemy import func, inspect, select
 
 from app.db.migrate import downgrade, upgrade
@@ -15,6 +14,7 @@ from app.db.session import make_engine, normalise_database_url
 from app.errors import AuthenticationError, ConflictError
 from app.services import documents, keys, tenants, usage
 from app.services.documents import UploadItem
+from retrieval.stores.edge import EdgeStore
 
 
 def make_tenant_with_namespace(session_factory, name: str = "acme") -> tuple[str, Namespace]:
