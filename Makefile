@@ -32,8 +32,8 @@ test: dev ## the whole suite: unit, API, storage on SQLite and Postgres, real mo
 	$(VENV)/bin/pytest
 
 lint: dev ## ruff, formatting, mypy, import contracts
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
