@@ -64,7 +64,11 @@ def upload(
     ]
     job = Job(tenant_id=namespace.tenant_id, namespace_id=namespace.id)
     session.add(job)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # the namespace was deleted since the caller looked it up
+        session.rollback()
+        raise NotFoundError("namespace", namespace.name) from exc
     results: list[UploadedDocument] = []
     to_enqueue: list[str] = []
     for position, (item, media_type) in enumerate(typed):
@@ -96,6 +100,8 @@ def _claim(
     item: UploadItem,
     media_type: str,
     content_hash: str,
+    *,
+    retry: bool = True,
 ) -> tuple[Document, bool]:
     """Insert the document, or find the one that already holds this content."""
     document = Document(
@@ -119,9 +125,12 @@ def _claim(
                 Document.namespace_id == namespace.id, Document.content_hash == content_hash
             )
         )
-        if existing is None:  # deleted between our insert and this read: a true race, retry
-            return _claim(session, namespace, item, media_type, content_hash)
-        return existing, True
+        if existing is not None:
+            return existing, True
+        if retry:  # the holder of this content was deleted between our insert and this read
+            return _claim(session, namespace, item, media_type, content_hash, retry=False)
+        # Not the content constraint: the namespace itself went away mid-upload.
+        raise NotFoundError("namespace", namespace.name) from None
     return document, False
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, inspect, select
 from app.db.migrate import downgrade, upgrade
 from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage
 from app.db.session import make_engine, normalise_database_url
-from app.errors import AuthenticationError, ConflictError
+from app.errors import AuthenticationError, ConflictError, NotFoundError
 from app.services import documents, keys, tenants, usage
 from app.services.documents import UploadItem
 from retrieval.stores.edge import EdgeStore
@@ -131,3 +131,17 @@ def test_tenant_names_are_unique_on_every_database(session_factory) -> None:
     make_tenant_with_namespace(session_factory, "acme")
     with session_factory() as session, pytest.raises(ConflictError):
         tenants.create_tenant(session, name="acme", quotas={})
+
+
+def test_upload_into_a_namespace_deleted_meanwhile_is_not_found(session_factory) -> None:
+    _, namespace = make_tenant_with_namespace(session_factory)
+    with session_factory() as session:
+        session.delete(session.get(Namespace, namespace.id))
+        session.commit()
+    with session_factory() as session, pytest.raises(NotFoundError):
+        documents.upload(
+            session,
+            namespace=namespace,
+            items=[UploadItem(data=b"text", filename="a.txt")],
+            enqueue=lambda _: None,
+        )
