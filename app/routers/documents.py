@@ -25,7 +25,7 @@ from app.schemas import (
 )
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
-from app.services.keys import QUERY, WRITE, Caller, authorize_tenant_scope
+from app.services.keys import WRITE, authorize_tenant_reader, authorize_tenant_scope
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
 
@@ -99,7 +99,9 @@ def list_documents(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> DocumentPage:
-    namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
+    namespace = namespaces.get_namespace(
+        session, tenant_id=authorize_tenant_reader(caller), name=ns
+    )
     rows, total = documents.list_documents(session, namespace=namespace, limit=limit, offset=offset)
     return DocumentPage(items=[_public(d) for d in rows], total=total, limit=limit, offset=offset)
 
@@ -108,7 +110,9 @@ def list_documents(
 def get_document(
     ns: str, document_id: str, caller: CallerDep, session: SessionDep
 ) -> DocumentPublic:
-    namespace = namespaces.get_namespace(session, tenant_id=_reader(caller), name=ns)
+    namespace = namespaces.get_namespace(
+        session, tenant_id=authorize_tenant_reader(caller), name=ns
+    )
     return _public(documents.get_document(session, namespace=namespace, document_id=document_id))
 
 
@@ -122,10 +126,6 @@ def delete_document(
         session, namespace=namespace, document_id=document_id, store=platform.store
     )
     return Response(status_code=204)
-
-
-def _reader(caller: Caller) -> str:
-    return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
 
 
 def _public(document: Document) -> DocumentPublic:

@@ -8,14 +8,13 @@ from app.errors import InvalidRequestError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas import NamespaceCreate, NamespacePublic, NamespaceUpdate
 from app.services import namespaces
-from app.services.keys import ADMIN, QUERY, WRITE, Caller, authorize_tenant_scope
+from app.services.keys import (
+    ADMIN,
+    authorize_tenant_reader,
+    authorize_tenant_scope,
+)
 
 router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
-
-
-def _reader_tenant(caller: Caller) -> str:
-    """Namespaces are readable with any tenant scope (admin implies write and query)."""
-    return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
 
 
 @router.post("", status_code=201)
@@ -44,14 +43,16 @@ def create_namespace(
 
 @router.get("")
 def list_namespaces(caller: CallerDep, session: SessionDep) -> list[NamespacePublic]:
-    tenant_id = _reader_tenant(caller)
+    tenant_id = authorize_tenant_reader(caller)
     rows = namespaces.list_namespaces(session, tenant_id=tenant_id)
     return [NamespacePublic.model_validate(n, from_attributes=True) for n in rows]
 
 
 @router.get("/{ns}")
 def get_namespace(ns: str, caller: CallerDep, session: SessionDep) -> NamespacePublic:
-    namespace = namespaces.get_namespace(session, tenant_id=_reader_tenant(caller), name=ns)
+    namespace = namespaces.get_namespace(
+        session, tenant_id=authorize_tenant_reader(caller), name=ns
+    )
     return NamespacePublic.model_validate(namespace, from_attributes=True)
 
 

@@ -205,3 +205,13 @@ def authorize_tenant_scope(caller: Caller, scope: str) -> str:
 
 def has_any_platform_key(session: Session) -> bool:
     return session.scalar(select(ApiKey.id).where(ApiKey.tenant_id.is_(None)).limit(1)) is not None
+
+
+def authorize_tenant_reader(caller: Caller) -> str:
+    """Return the caller's tenant id for reads any tenant scope may make (write or query;
+    admin implies both).
+
+    Raises:
+        PermissionDeniedError: a platform key, or a key with neither scope.
+    """
+    return authorize_tenant_scope(caller, QUERY if caller.has(QUERY) else WRITE)
