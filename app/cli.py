@@ -197,7 +197,7 @@ def _bootstrap(settings: Settings) -> None:
     """Give an empty database its first platform key, printed once."""
     from app.services import keys
 
-    with _session(settings) as session:
+    with _session(settings, migrate=False) as session:  # serve migrated just before
         if keys.has_any_platform_key(session):
             return
         if settings.bootstrap_key is not None:
@@ -213,11 +213,12 @@ def _bootstrap(settings: Settings) -> None:
     print(f"\nplatform key (shown once, store it now):\n\n    {plaintext}\n", flush=True)  # noqa: T201
 
 
-def _session(settings: Settings | None = None) -> Any:
+def _session(settings: Settings | None = None, *, migrate: bool = True) -> Any:
     from app.db.session import make_engine, make_session_factory
 
     settings = settings or get_settings()
-    _upgrade(settings)
+    if migrate:
+        _upgrade(settings)
     return make_session_factory(make_engine(settings.resolved_database_url))()
 
 
