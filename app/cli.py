@@ -59,6 +59,51 @@ def serve(
     )
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Threads (default SHOAL_WORKERS__CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Run a Celery indexing worker on SHOAL_BROKER_URL (migrates the database first)."""
+    import socket
+
+    from app.logging import configure_logging
+    from app.platform import build_platform
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if not settings.broker_url:
+        _fail("set SHOAL_BROKER_URL: without a broker the server indexes in-process")
+    _upgrade(settings)
+    platform = build_platform(settings)
+    celery = platform.celery
+    if celery is None:  # unreachable: a broker URL always builds the Celery app
+        _fail("no Celery app was built")
+        return
+    platform.embedder.warm_up()  # load the model before taking the first message
+    reaper = platform.reaper()
+    reaper.start()
+    threads = concurrency or settings.workers.concurrency
+    try:
+        # Threads, not prefork: one process holds one copy of the model (and of the GPU).
+        celery.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={threads}",
+                f"--queues={settings.workers.queue}",
+                f"--hostname=shoal@{socket.gethostname()}",
+                f"--loglevel={settings.log_level}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        reaper.stop()
+        platform.close()
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (idempotent)."""

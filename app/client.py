@@ -74,6 +74,7 @@ def ingest_paths(
         console.print("no files found")
         return 1
     jobs: list[str] = []
+    documents = 0  # a JSON or JSONL file is one document per record
     try:
         with _client(url, api_key) as client, _progress(console) as progress:
             task = progress.add_task("uploading", total=len(files))
@@ -92,11 +93,12 @@ def ingest_paths(
                 ]
                 accepted = _check(client.post(f"/v1/namespaces/{namespace}/documents", files=parts))
                 jobs.append(accepted["job_id"])
+                documents += len({d["id"] for d in accepted["documents"]})
                 progress.advance(task, len(batch))
             if not wait:
                 console.print(f"jobs: {', '.join(jobs)}")
                 return 0
-            return _follow(client, jobs, len(files), progress, console)
+            return _follow(client, jobs, documents, progress, console)
     except (ClientError, httpx.HTTPError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
@@ -105,22 +107,25 @@ def ingest_paths(
 def _follow(
     client: httpx.Client, jobs: list[str], total: int, progress: Progress, console: Console
 ) -> int:
+    """Poll the jobs until each is finished; print the failed documents; 1 if any failed."""
     task = progress.add_task("indexing", total=total)
-    final: dict[str, Any] = {}
-    while len(final) < len(jobs):
-        done = 0
+    latest: dict[str, Any] = {}
+    while True:
         for job_id in jobs:
-            job = final.get(job_id) or _check(client.get(f"/v1/jobs/{job_id}"))
-            if job["state"] in TERMINAL_JOB_STATES:
-                final[job_id] = job
-            done += job["counts"]["indexed"] + job["counts"]["failed"]
-        progress.update(task, completed=done)
-        if len(final) < len(jobs):
-            time.sleep(0.5)
-    failed = [d for job in final.values() for d in job["documents"] if d["state"] == "failed"]
+            if latest.get(job_id, {}).get("state") not in TERMINAL_JOB_STATES:
+                # Only the failed documents are listed: the counts tell the rest.
+                latest[job_id] = _check(
+                    client.get(f"/v1/jobs/{job_id}", params={"state": "failed"})
+                )
+        counts = [job["counts"] for job in latest.values()]
+        progress.update(task, completed=sum(c["indexed"] + c["failed"] for c in counts))
+        if all(job["state"] in TERMINAL_JOB_STATES for job in latest.values()):
+            break
+        time.sleep(0.5)
+    failed = [doc for job in latest.values() for doc in job["documents"]]
     for doc in failed:
         console.print(f"[red]failed[/red] {doc.get('filename') or doc['id']}: {doc.get('reason')}")
-    console.print(f"{total - len(failed)} indexed, {len(failed)} failed")
+    console.print(f"{sum(c['indexed'] for c in counts)} indexed, {len(failed)} failed")
     return 1 if failed else 0
 
 

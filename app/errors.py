@@ -6,6 +6,7 @@ ShoalError
 ├── NotFoundError           no such resource *for this caller*: another tenant's is the same (404)
 ├── ConflictError           the name is taken (409)
 ├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
+├── IdempotencyKeyReusedError  an ``Idempotency-Key`` sent again with another request (422)
 └── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
 """
 
@@ -47,6 +48,14 @@ class InvalidRequestError(ShoalError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class IdempotencyKeyReusedError(ShoalError):
+    """Raised when an ``Idempotency-Key`` comes back with another namespace or body.
+
+    A retry must repeat its request exactly; anything else is a client bug that replaying the
+    first answer would hide.
+    """
 
 
 class PayloadTooLargeError(ShoalError):

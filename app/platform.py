@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
+from celery import Celery
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,12 +20,17 @@ from app.db.models import PENDING_STATES, Document
 from app.db.session import make_engine, make_session_factory
 from app.services import indexing
 from app.services.query import QueryDeps
+from app.services.reaper import Reaper
+from app.services.scheduling import enqueue_fairly
 from app.settings import Settings
+from ingestion.batching import BatchingEmbedder
 from ingestion.embedder import SentenceTransformerEmbedder
 from retrieval.cache import MemoryCache
 from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
+from workers.celery_app import CeleryConfig, CeleryQueue, create_celery
+from workers.fairness import HIGHEST
 from workers.inprocess import InProcessQueue
 from workers.queue import TaskQueue
 
@@ -40,21 +47,45 @@ class Platform:
     indexing: indexing.IndexingDeps
     query: QueryDeps
     queue: TaskQueue
+    celery: Celery | None = None  # distributed mode: the app `shoal worker` runs
 
-    def enqueue(self, document_id: str) -> None:
-        self.queue.enqueue(document_id)
+    @property
+    def distributed(self) -> bool:
+        return self.celery is not None
+
+    def enqueue(self, tenant_id: str, document_ids: Sequence[str]) -> None:
+        """Queue a tenant's new documents behind its own backlog (:mod:`workers.fairness`)."""
+        enqueue_fairly(self.sessions, self.queue, tenant_id, document_ids)
 
     def recover_pending(self) -> int:
-        """Re-enqueue documents a previous process left pending, so none stays stuck."""
+        """Re-enqueue documents a previous process left pending, so none stays stuck.
+
+        Embedded mode only: there the queue lived in the process that stopped. A broker keeps
+        its messages, and the workers' reaper finds what it lost.
+        """
+        if self.distributed:
+            return 0
         with self.sessions() as session:
             ids = list(
                 session.scalars(select(Document.id).where(Document.state.in_(PENDING_STATES)))
             )
-        for document_id in ids:
-            self.queue.enqueue(document_id)
+        for document_id in ids:  # the oldest work: ahead of anything enqueued from now on
+            self.queue.enqueue(document_id, priority=HIGHEST)
         if ids:
             log.info("pending_documents_requeued", count=len(ids))
         return len(ids)
+
+    def reaper(self) -> Reaper:
+        """A reaper (not started) that requeues this platform's stuck documents."""
+        workers = self.settings.workers
+        return Reaper(
+            self.sessions,
+            older_than_s=workers.visibility_timeout_s,
+            interval_s=workers.reaper_interval_s,
+            enqueue=lambda document_id, priority: self.queue.enqueue(
+                document_id, priority=priority
+            ),
+        )
 
     def warm_up_in_background(self) -> None:
         """Load the embedding model off the request path (importing it takes seconds)."""
@@ -62,6 +93,8 @@ class Platform:
 
     def close(self) -> None:
         self.queue.close(wait=True)
+        if isinstance(self.indexing.embedder, BatchingEmbedder):
+            self.indexing.embedder.close()
         self.store.close()
         self.engine.dispose()
 
@@ -78,8 +111,14 @@ def build_platform(
     sessions = make_session_factory(engine)
     store = make_store(settings.vector_store, data_dir=settings.data_dir)
     embedder = embedder or SentenceTransformerEmbedder(settings.embedding)
+    # Indexing threads share the model through one batching thread; queries use it directly.
+    batching = BatchingEmbedder(embedder, max_batch=settings.embedding.pipeline_batch)
     indexing_deps = indexing.IndexingDeps(
-        sessions=sessions, store=store, embedder=embedder, chunking=settings.chunking
+        sessions=sessions,
+        store=store,
+        embedder=batching,
+        chunking=settings.chunking,
+        ingestion=settings.ingestion,
     )
     min_score = settings.retrieval.min_score
     query_deps = QueryDeps(
@@ -93,11 +132,26 @@ def build_platform(
         ),
         default_top_k=settings.retrieval.top_k,
     )
-    queue = InProcessQueue(
-        functools.partial(indexing.ingest_document, deps=indexing_deps),
-        on_give_up=functools.partial(indexing.give_up, deps=indexing_deps),
-        concurrency=settings.workers.concurrency,
-    )
+    handler = functools.partial(indexing.ingest_document, deps=indexing_deps)
+    on_give_up = functools.partial(indexing.give_up, deps=indexing_deps)
+    celery: Celery | None = None
+    queue: TaskQueue
+    if settings.broker_url:
+        config = CeleryConfig(
+            broker_url=settings.broker_url,
+            queue=settings.workers.queue,
+            max_attempts=settings.workers.max_attempts,
+            visibility_timeout_s=settings.workers.visibility_timeout_s,
+        )
+        celery = create_celery(config, handler=handler, on_give_up=on_give_up)
+        queue = CeleryQueue(celery, queue=config.queue)
+    else:
+        queue = InProcessQueue(
+            handler,
+            on_give_up=on_give_up,
+            concurrency=settings.workers.concurrency,
+            max_attempts=settings.workers.max_attempts,
+        )
     return Platform(
         settings=settings,
         engine=engine,
@@ -107,4 +161,5 @@ def build_platform(
         indexing=indexing_deps,
         query=query_deps,
         queue=queue,
+        celery=celery,
     )

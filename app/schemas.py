@@ -96,7 +96,12 @@ class DocumentIn(Strict):
     content_base64: str | None = Field(None, description="The file's bytes, base64-encoded.")
     filename: str | None = Field(None, max_length=512)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    external_id: str | None = Field(None, max_length=256)
+    external_id: str | None = Field(
+        None,
+        max_length=256,
+        description="Your id for the document; new content under an id in use is its next "
+        "version, which replaces the previous one once indexed.",
+    )
 
 
 class DocumentsUpload(Strict):
@@ -108,6 +113,9 @@ class UploadedDocumentPublic(BaseModel):
     state: str
     duplicate: bool
     filename: str | None
+    version: int = Field(
+        description="1, or the next version when the `external_id` is already in the namespace."
+    )
 
 
 class UploadAccepted(BaseModel):
@@ -120,6 +128,7 @@ class DocumentPublic(BaseModel):
     filename: str | None
     media_type: str
     external_id: str | None
+    version: int = Field(description="Counts the uploads under one `external_id`, from 1.")
     metadata: dict[str, Any]
     size_bytes: int
     state: str
@@ -167,6 +176,9 @@ class CitationPublic(BaseModel):
     score: float
     filename: str | None = None
     ordinal: int | None = None
+    title: str | None = None
+    section: str | None = None
+    page: int | None = None
 
 
 class RoutePublic(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingestion.config import ChunkingConfig, EmbeddingConfig
+from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
 from retrieval.config import VectorStoreConfig
 
 
@@ -25,16 +25,35 @@ class ApiConfig(BaseModel):
 
 
 class WorkerConfig(BaseModel):
-    """The embedded task runner (``SHOAL_WORKERS__...``)."""
+    """Indexing workers: the in-process runner and `shoal worker` (``SHOAL_WORKERS__...``)."""
 
     concurrency: int = Field(
         1,
         ge=1,
         le=32,
         description=(
-            "Documents indexed at once by the in-process runner. Encoding already uses every "
-            "core, so more threads only add contention on a small machine."
+            "Documents indexed at once per process (threads of the in-process runner or of "
+            "`shoal worker`). Encoding already uses every core, so more threads only add "
+            "contention on a small CPU machine."
         ),
+    )
+    queue: str = Field(
+        "shoal.index", min_length=1, description="Celery queue that indexing tasks go to."
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Tries of a document whose store or database is unavailable."
+    )
+    visibility_timeout_s: int = Field(
+        600,
+        ge=5,
+        description=(
+            "A document in `parsing`/`embedding` for longer than this is taken to belong to a "
+            "dead worker and is queued again by the reaper; also the Redis broker's visibility "
+            "timeout for unacknowledged tasks. Keep it above the longest indexing of one document."
+        ),
+    )
+    reaper_interval_s: float = Field(
+        30.0, gt=0, description="How often each worker looks for stuck documents."
     )
 
 
@@ -96,6 +115,7 @@ class Settings(BaseSettings):
     workers: WorkerConfig = WorkerConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     chunking: ChunkingConfig = ChunkingConfig()
+    ingestion: IngestionConfig = IngestionConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
 
     @field_validator("bootstrap_key")

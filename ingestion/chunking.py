@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from itertools import accumulate
 
-from ingestion.document import Chunk, ParsedDocument, Section
+from ingestion.document import Chunk, Page, ParsedDocument, Section
 
 # Ideographic full stop and fullwidth ! and ?: CJK sentence ends, with no space after them.
 _CJK_ENDS = "\u3002\uff01\uff1f"
@@ -73,7 +73,10 @@ def chunk(
           previous one ended at a section start; each chunk ends past the previous one's end,
           so overlap never stalls progress;
         - ``c.section`` is the innermost section containing ``c.start``, its path joined
-          with `` > `` (None outside every section).
+          with `` > `` (None outside every section);
+        - ``c.page`` is the number of the last page starting at or before ``c.start`` (the
+          page containing it, as chunks never start in the whitespace between pages), or
+          None when the document has no pages.
 
     Chunks prefer to end at a section start, then a blank line, a sentence end, a line end, a
     space, and only inside a run with no spaces (such as a long URL or CJK text) at any
@@ -95,10 +98,14 @@ def chunk(
         raise ValueError(f"overlap_tokens must be in [0, {max_tokens}), got {overlap_tokens}")
     atoms = _Atoms(doc, max_tokens=max_tokens, count_tokens=count_tokens)
     spans = _Packer(atoms, max_tokens=max_tokens, overlap_tokens=overlap_tokens).spans()
-    labels = _section_labels(doc.sections, [start for start, _, _ in spans])
+    starts = [start for start, _, _ in spans]
+    labels = _section_labels(doc.sections, starts)
+    pages = _page_numbers(doc.pages, starts)
     return [
-        Chunk(ordinal, doc.text[start:end], start, end, tokens, label)
-        for ordinal, ((start, end, tokens), label) in enumerate(zip(spans, labels, strict=True))
+        Chunk(ordinal, doc.text[start:end], start, end, tokens, label, page)
+        for ordinal, ((start, end, tokens), label, page) in enumerate(
+            zip(spans, labels, pages, strict=True)
+        )
     ]
 
 
@@ -283,3 +290,11 @@ def _section_labels(sections: tuple[Section, ...], starts: list[int]) -> list[st
         open_ = [s for s in open_ if s.end > position]  # later starts are further on
         labels.append(" > ".join(open_[-1].path) or None if open_ else None)
     return labels
+
+
+def _page_numbers(pages: tuple[Page, ...], starts: list[int]) -> list[int | None]:
+    """The number of the page each of ``starts`` lies on (None for a document without pages)."""
+    if not pages:
+        return [None] * len(starts)
+    page_starts = [page.start for page in pages]
+    return [pages[max(bisect_right(page_starts, position) - 1, 0)].number for position in starts]

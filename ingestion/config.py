@@ -24,6 +24,10 @@ class ChunkingConfig(BaseModel):
     )
 
 
+CPU_BATCH_SIZE = 16
+CUDA_BATCH_SIZE = 128
+
+
 class EmbeddingConfig(BaseModel):
     """Which sentence-transformers model embeds chunks and questions (``SHOAL_EMBEDDING__...``)."""
 
@@ -37,4 +41,70 @@ class EmbeddingConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto`: CUDA in half precision when present, else CPU."
     )
-    batch_size: int = Field(16, ge=1, le=1024, description="Chunks per encode batch.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description=(
+            "Chunks per forward pass. Unset: 16 on a CPU (measured fastest for MiniLM on two "
+            "cores, bench/RESULTS.md), 128 on CUDA."
+        ),
+    )
+    pipeline_batch: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description=(
+            "Chunks gathered from concurrently indexed documents into one encode call, which "
+            "sentence-transformers sorts by length and splits into `batch_size` passes."
+        ),
+    )
+
+
+class IngestionConfig(BaseModel):
+    """Limits and field names of the parsers (``SHOAL_INGESTION__...``).
+
+    The limits bound what one upload may cost to parse; each error names the variable that
+    raises it, so a tenant's "too large" reads as a setting an operator can change.
+    """
+
+    max_pages: int = Field(2000, ge=1, description="Most pages of a PDF; more is refused.")
+    max_unzipped_mb: int = Field(
+        500,
+        ge=1,
+        description="Largest total uncompressed size of a DOCX's ZIP entries, in MiB.",
+    )
+    max_compression_ratio: int = Field(
+        200,
+        ge=10,
+        description=(
+            "Largest uncompressed/compressed ratio of a DOCX's ZIP entry over 1 MiB: a "
+            "decompression bomb expands about 1000 times, real Word XML about 10."
+        ),
+    )
+    max_chars: int = Field(
+        20_000_000, ge=1, description="Most characters of text one document may yield."
+    )
+    json_text_field: str = Field(
+        "text", min_length=1, description="JSON/JSONL field holding a record's text."
+    )
+    json_title_field: str = Field(
+        "title", min_length=1, description="JSON/JSONL field holding a record's title."
+    )
+    json_id_field: str = Field(
+        "_id",
+        min_length=1,
+        description="JSON/JSONL field holding a record's id; it becomes the `external_id`.",
+    )
+    json_title_in_text: bool = Field(
+        True,
+        description=(
+            "Start a JSON record's text with its title, so that the title is searchable and "
+            "citable (BEIR corpora put much of the meaning there)."
+        ),
+    )
+    max_records: int = Field(100_000, ge=1, description="Most records in one JSON or JSONL upload.")
+
+
+# A shared default for keyword arguments; no caller mutates a config after building it.
+DEFAULT_INGESTION = IngestionConfig()

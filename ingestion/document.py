@@ -18,17 +18,31 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Page:
+    """A page of a paginated document (PDF): ``text[start:end]`` is its text.
+
+    ``number`` counts from 1, as readers do. A page without text has ``start == end``.
+    """
+
+    number: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class ParsedDocument:
     """A document reduced to normalised text plus the structure worth citing.
 
     ``text`` is already normalised (:func:`ingestion.normalise.normalise_text`); chunk offsets
-    index into it. ``sections`` are ordered by ``start`` and may nest.
+    index into it. ``sections`` are ordered by ``start`` and may nest. ``pages`` are in order,
+    never overlap, and are empty for formats without pages.
     """
 
     text: str
     media_type: str
     title: str | None = None
     sections: tuple[Section, ...] = field(default_factory=tuple)
+    pages: tuple[Page, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,7 @@ class Chunk:
 
     ``document.text[start:end] == text`` always holds. ``ordinal`` counts from 0 in document
     order. ``section`` is the innermost heading path containing ``start``, joined with `` > ``.
+    ``page`` is the number of the page containing ``start`` (None without pages).
     """
 
     ordinal: int
@@ -45,3 +60,4 @@ class Chunk:
     end: int
     token_count: int
     section: str | None = None
+    page: int | None = None

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
-from ingestion.config import EmbeddingConfig
+from ingestion.config import CPU_BATCH_SIZE, CUDA_BATCH_SIZE, EmbeddingConfig
 from ingestion.errors import ModelNotFoundError
 
 BUNDLED_MODEL_IDS = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
@@ -71,6 +71,7 @@ class SentenceTransformerEmbedder:
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         self._model: Any = None  # a SentenceTransformer; the package ships no types
+        self._batch_size = config.batch_size or CPU_BATCH_SIZE  # set for the device on load
         self._load_lock = threading.Lock()
 
     @property
@@ -92,11 +93,23 @@ class SentenceTransformerEmbedder:
         """The model's token count of ``text``, including its special tokens ([CLS], [SEP])."""
         return len(self._tokenizer.encode(text).ids)
 
+    @property
+    def device(self) -> str | None:
+        """Where the model runs (``cpu``, ``cuda``), or None before it is loaded."""
+        return None if self._model is None else str(self._model.device.type)
+
+    @property
+    def batch_size(self) -> int:
+        """Chunks per forward pass: the setting, else the device's default once loaded."""
+        return self._batch_size
+
     def warm_up(self) -> None:
         """Load the model now rather than on the first :meth:`encode`."""
         self._load()
 
-    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def encode(
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Embed ``texts``: one unit-length float32 row per text, in input order.
 
         Shape ``(len(texts), dimension)``. An empty sequence returns at once without loading
@@ -104,14 +117,19 @@ class SentenceTransformerEmbedder:
         own ``encode`` sorts its input by length (longest first) and restores the order, so
         sorting here would only repeat that work.
 
+        ``token_counts``, when the caller has them (chunking counted every chunk with this
+        model's tokenizer), spare tokenizing every text a second time for the length check.
+
         Raises:
             ValueError: a text is longer than :attr:`max_seq_length` tokens; the model would
                 silently drop the rest, so it is refused (chunking never produces one).
         """
         if not texts:
             return np.empty((0, self._dimension), dtype=np.float32)
+        if token_counts is not None and len(token_counts) != len(texts):
+            raise ValueError("token_counts must have one count per text")
         for index, text in enumerate(texts):
-            tokens = self.count_tokens(text)
+            tokens = token_counts[index] if token_counts is not None else self.count_tokens(text)
             if tokens > self._max_seq_length:
                 raise ValueError(
                     f"text {index} has {tokens} tokens; {self.model_id} reads at most "
@@ -120,7 +138,7 @@ class SentenceTransformerEmbedder:
         model = self._load()
         vectors = model.encode(
             list(texts),
-            batch_size=self._config.batch_size,
+            batch_size=self._batch_size,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
@@ -135,6 +153,8 @@ class SentenceTransformerEmbedder:
         with self._load_lock:
             if self._model is None:
                 self._model = _load_model(self._path, self._config.device)
+                if self._config.batch_size is None and self.device == "cuda":
+                    self._batch_size = CUDA_BATCH_SIZE
             return self._model
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection, text
 
 from app.db.models import Base
 from app.db.session import make_engine
 
 config = context.config
+_LOCK_KEY = 0x5E0A1  # any constant shared by every Shoal process
 
 
 def _url() -> str:
@@ -30,14 +32,18 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
-        connection=connection,  # type: ignore[arg-type]  # alembic types this loosely
+        connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=True,  # SQLite can only ALTER tables by copying them
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas and workers starting together upgrade one at a time; the others then
+            # find the schema current. The lock ends with the transaction.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         context.run_migrations()
 
 

@@ -107,6 +107,20 @@ def test_serve_bootstraps_a_key_and_a_restart_keeps_everything(tmp_path: Path) -
     assert before["answerable"] is True
     assert "hold hands" in before["citations"][0]["text"]
 
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    records = [
+        {"_id": f"r{i}", "text": f"Record {i} is about lighthouse keeper {i}."} for i in range(3)
+    ]
+    (mixed / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (mixed / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> trailer garbage")
+    created = httpx.post(f"{server.url}/v1/namespaces", json={"name": "more"}, headers=auth)
+    assert created.status_code == 201
+    partial = run(env, "ingest", "--namespace", "more", str(mixed))
+    assert partial.returncode == 1, partial.stderr
+    assert "broken.pdf" in partial.stderr
+    assert "3 indexed, 1 failed" in partial.stderr
+
     output = server.stop()
     platform_key = re.search(r"(shoal_[0-9a-f]+_\S+)", output)
     assert platform_key, output

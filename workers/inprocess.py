@@ -1,17 +1,21 @@
-"""The embedded task runner: a bounded thread pool in the server process.
+"""The embedded task runner: a bounded pool of threads in the server process.
 
 Indexing is CPU-bound work in torch and the tokenizers, which release the GIL, so threads
-keep the event loop free without a second process. Transient failures are retried with
-exponential backoff and jitter (tenacity); anything else is final, and the handler has
+keep the event loop free without a second process. Work is taken highest priority first
+(:mod:`workers.fairness`), in arrival order within a priority. Transient failures are retried
+with exponential backoff and jitter (tenacity); anything else is final, and the handler has
 already recorded why on the document. A crash or restart loses nothing: documents still
 ``queued``/``parsing``/``embedding`` are re-enqueued when the server starts.
+
+Why not ``ThreadPoolExecutor``: its queue is first in, first out, and fairness needs priorities.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 from tenacity import (
@@ -25,9 +29,11 @@ from workers.errors import TransientError
 
 log = structlog.get_logger(__name__)
 
+_STOP = ""  # sentinel document id: wakes a worker thread so that it can exit
+
 
 class InProcessQueue:
-    """A :class:`workers.queue.TaskQueue` running ``handler(document_id)`` on a thread pool."""
+    """A :class:`workers.queue.TaskQueue` running ``handler(document_id)`` on threads."""
 
     def __init__(
         self,
@@ -41,7 +47,6 @@ class InProcessQueue:
     ) -> None:
         self._handler = handler
         self._on_give_up = on_give_up
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="shoal-index")
         self._retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(max_attempts),
@@ -50,46 +55,68 @@ class InProcessQueue:
             ),
             reraise=True,
         )
-        self._lock = threading.Lock()
-        self._pending: dict[str, Future[None]] = {}
+        self._tasks: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._idle = threading.Condition()
+        self._pending: set[str] = set()  # accepted and not finished (queued or running)
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"shoal-index-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def enqueue(self, document_id: str) -> None:
-        with self._lock:
-            if document_id in self._pending:  # already scheduled: indexing is idempotent anyway
-                return
-            future = self._pool.submit(self._run, document_id)
-            self._pending[document_id] = future
-        future.add_done_callback(lambda _f: self._done(document_id))
+    def enqueue(self, document_id: str, *, priority: int = 0) -> None:
+        with self._idle:
+            if self._closed or document_id in self._pending:
+                return  # already scheduled: indexing is idempotent anyway
+            self._pending.add(document_id)
+        self._tasks.put((priority, next(self._order), document_id))
 
     def depth(self) -> int:
-        with self._lock:
+        with self._idle:
             return len(self._pending)
 
     def join(self, timeout_s: float | None = None) -> bool:
         """Wait until every accepted task has finished; False if ``timeout_s`` passed first."""
-        done = threading.Event()
-
-        def watch() -> None:
-            while True:
-                with self._lock:
-                    futures = list(self._pending.values())
-                if not futures:
-                    done.set()
-                    return
-                for future in futures:
-                    future.exception()
-
-        threading.Thread(target=watch, daemon=True).start()
-        return done.wait(timeout_s)
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout_s)
 
     def close(self, *, wait: bool = True) -> None:
         """Stop: tasks not yet started are dropped (their documents stay ``queued`` in the
         database and are re-enqueued at the next start); with ``wait``, running ones finish."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._idle:
+            self._closed = True
+        while True:  # drop what has not started
+            try:
+                _, _, document_id = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            self._finished(document_id)
+        for _ in self._threads:
+            self._tasks.put((-1, next(self._order), _STOP))
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
-    def _done(self, document_id: str) -> None:
-        with self._lock:
-            self._pending.pop(document_id, None)
+    def _work(self) -> None:
+        while True:
+            _, _, document_id = self._tasks.get()
+            if document_id == _STOP:
+                return
+            if self._closed:  # taken after close began: dropped like the rest
+                self._finished(document_id)
+                continue
+            try:
+                self._run(document_id)
+            finally:
+                self._finished(document_id)
+
+    def _finished(self, document_id: str) -> None:
+        with self._idle:
+            self._pending.discard(document_id)
+            self._idle.notify_all()
 
     def _run(self, document_id: str) -> None:
         try:

@@ -8,8 +8,9 @@ from typing import Protocol
 class TaskQueue(Protocol):
     """Hands document ids to whatever indexes them. Ids, never objects: the worker re-reads."""
 
-    def enqueue(self, document_id: str) -> None:
-        """Schedule indexing of ``document_id``; returns at once."""
+    def enqueue(self, document_id: str, *, priority: int = 0) -> None:
+        """Schedule indexing of ``document_id``; returns at once. ``priority`` 0 is served
+        first, 9 last (:mod:`workers.fairness`)."""
 
     def depth(self) -> int:
         """Tasks accepted and not yet finished (an autoscaling and readiness signal)."""

@@ -1,7 +1,8 @@
 """SQLAlchemy 2 models of the platform's metadata. Alembic (``migrations/``) owns the schema.
 
 Ownership cascades in the database (``ON DELETE CASCADE``): deleting a tenant removes its keys,
-namespaces, documents, jobs and usage; deleting a namespace removes its documents and jobs.
+namespaces, documents, jobs, idempotency keys and usage; deleting a namespace removes its documents
+and jobs, and a job's idempotency key goes with it.
 Vector collections are dropped by the services, which know their names.
 """
 
@@ -111,10 +112,17 @@ class Namespace(Base):
 
 
 class Document(Base):
-    """One uploaded document, unique by normalised-content hash within its namespace."""
+    """One uploaded document, unique by normalised-content hash within its namespace.
+
+    Documents that share an ``external_id`` are versions of one another, numbered from 1 in
+    upload order; :mod:`app.services.versions` keeps only the newest indexed one.
+    """
 
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("namespace_id", "content_hash"),)
+    __table_args__ = (
+        UniqueConstraint("namespace_id", "content_hash"),
+        UniqueConstraint("namespace_id", "external_id", "version"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -125,6 +133,7 @@ class Document(Base):
     filename: Mapped[str | None] = mapped_column(String(512))
     media_type: Mapped[str] = mapped_column(String(128))
     external_id: Mapped[str | None] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer, default=1)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     size_bytes: Mapped[int] = mapped_column(Integer)
     state: Mapped[DocumentState] = mapped_column(
@@ -195,3 +204,22 @@ class Usage(Base):
     requests: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IdempotencyKey(Base):
+    """The first answer to an upload sent with an ``Idempotency-Key`` header, for replays.
+
+    Unique per tenant and key; ``request_hash`` tells a retry (same namespace and body) from a
+    reuse of the key for another request. Rows older than 24 hours are expired and purged.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.errors import (
     AuthenticationError,
     ConflictError,
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
@@ -52,6 +53,9 @@ PAYLOAD_TOO_LARGE = ProblemType(413, "payload-too-large", "Request body too larg
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION = ProblemType(422, "validation-error", "The request is invalid")
 INVALID_REQUEST = ProblemType(422, "invalid-request", "The request breaks a rule")
+IDEMPOTENCY_KEY_REUSED = ProblemType(
+    422, "idempotency-key-reused", "The idempotency key was used for another request"
+)
 UNPARSABLE = ProblemType(422, "unparsable-document", "The document cannot be parsed")
 STORE_UNAVAILABLE = ProblemType(503, "store-unavailable", "The vector store is unavailable")
 INTERNAL = ProblemType(500, "internal-error", "Internal server error")
@@ -67,6 +71,7 @@ ALL_PROBLEMS = (
     UNSUPPORTED_MEDIA,
     VALIDATION,
     INVALID_REQUEST,
+    IDEMPOTENCY_KEY_REUSED,
     UNPARSABLE,
     STORE_UNAVAILABLE,
     INTERNAL,
@@ -78,6 +83,7 @@ ERROR_PROBLEMS: dict[type[Exception], ProblemType] = {
     NotFoundError: NOT_FOUND,
     ConflictError: CONFLICT,
     InvalidRequestError: INVALID_REQUEST,
+    IdempotencyKeyReusedError: IDEMPOTENCY_KEY_REUSED,
     PayloadTooLargeError: PAYLOAD_TOO_LARGE,
     DocumentTooLargeError: PAYLOAD_TOO_LARGE,
     UnsupportedMediaError: UNSUPPORTED_MEDIA,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from app.db.models import Document
 from app.errors import InvalidRequestError, PayloadTooLargeError
@@ -21,10 +22,10 @@ from app.schemas import (
     DocumentPublic,
     DocumentsUpload,
     UploadAccepted,
-    UploadedDocumentPublic,
 )
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
+from app.services.idempotency import KEY_TTL, MAX_KEY_LENGTH, RequestHash, make_claim
 from app.services.keys import WRITE, authorize_tenant_reader, authorize_tenant_scope
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
@@ -53,9 +54,31 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+# Set on an answer replayed for an Idempotency-Key seen before.
+REPLAYED_HEADER = "Idempotent-Replayed"
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description=(
+            "Makes a retry safe: the same key with the same namespace and body within "
+            f"{KEY_TTL.total_seconds() / 3600:g} hours returns the first answer and job; with "
+            "another body it is a 422."
+        ),
+    ),
+]
+
+
 @router.post("", status_code=202, openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
-    ns: str, request: Request, caller: CallerDep, session: SessionDep, platform: PlatformDep
+    ns: str,
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    session: SessionDep,
+    platform: PlatformDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> UploadAccepted:
     """Accept documents for indexing; answers at once with the job to follow."""
     tenant_id = authorize_tenant_scope(caller, WRITE)
@@ -69,26 +92,31 @@ async def upload_documents(
         raise PayloadTooLargeError(
             f"request body over the {platform.settings.max_upload_mb} MiB limit"
         )
+    request_hash = None
+    if idempotency_key is not None:
+        request_hash = RequestHash(namespace.id)
+        request = _hashing(request, request_hash)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         items = await _multipart_items(request, limit)
     else:
         items = _json_items(await _read_body(request, limit))
     result = await run_in_threadpool(
-        documents.upload, session, namespace=namespace, items=items, enqueue=platform.enqueue
+        documents.upload,
+        session,
+        namespace=namespace,
+        items=items,
+        enqueue=platform.enqueue,
+        ingestion=platform.settings.ingestion,
+        idempotency=(
+            None
+            if idempotency_key is None or request_hash is None
+            else make_claim(idempotency_key, request_hash.hexdigest())
+        ),
     )
-    return UploadAccepted(
-        job_id=result.job.id,
-        documents=[
-            UploadedDocumentPublic(
-                id=d.document.id,
-                state=d.document.state.value,
-                duplicate=d.duplicate,
-                filename=d.document.filename,
-            )
-            for d in result.documents
-        ],
-    )
+    if result.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return UploadAccepted.model_validate(result.response)
 
 
 @router.get("")
@@ -134,6 +162,7 @@ def _public(document: Document) -> DocumentPublic:
         filename=document.filename,
         media_type=document.media_type,
         external_id=document.external_id,
+        version=document.version,
         metadata=document.meta,
         size_bytes=document.size_bytes,
         state=document.state.value,
@@ -142,6 +171,19 @@ def _public(document: Document) -> DocumentPublic:
         created_at=document.created_at,
         updated_at=document.updated_at,
     )
+
+
+def _hashing(request: Request, request_hash: RequestHash) -> Request:
+    """The same request, each body chunk fed to ``request_hash`` as it is read (no copy)."""
+    receive = request.receive
+
+    async def hashing_receive() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            request_hash.update(message.get("body", b""))
+        return message
+
+    return Request(request.scope, hashing_receive)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

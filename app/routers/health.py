@@ -22,7 +22,7 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(platform: PlatformDep) -> JSONResponse:
-    """Ready when the database and the vector store answer; 503 naming what failed otherwise."""
+    """Ready when the database, the vector store and the broker answer; 503 naming what failed."""
     checks: dict[str, Any] = {}
     try:
         with platform.engine.connect() as conn:
@@ -35,9 +35,18 @@ def readyz(platform: PlatformDep) -> JSONResponse:
         checks["vector_store"] = "ok"
     except StoreUnavailableError as exc:
         checks["vector_store"] = f"error: {exc}"
-    checks["broker"] = "ok (in-process)"
-    checks["queue_depth"] = platform.queue.depth()
-    ready = all(v == "ok" for k, v in checks.items() if k in ("database", "vector_store"))
+    depth = platform.queue.depth()
+    if not platform.distributed:
+        checks["broker"] = "ok (in-process)"
+    else:
+        checks["broker"] = "ok" if depth >= 0 else "error: broker unreachable"
+    checks["queue_depth"] = depth
+    required = (
+        ("database", "vector_store", "broker")
+        if platform.distributed
+        else ("database", "vector_store")
+    )
+    ready = all(checks[name] == "ok" for name in required)
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,

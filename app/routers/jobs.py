@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Query
+
+from app.db.models import DocumentState
 from app.gateway.deps import CallerDep, SessionDep
 from app.schemas import JobDocumentPublic, JobPublic
 from app.services import jobs
@@ -13,8 +16,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobPublic:
-    status = jobs.get_job(session, tenant_id=authorize_tenant_scope(caller, WRITE), job_id=job_id)
+def get_job(
+    job_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    state: Annotated[
+        DocumentState | None,
+        Query(description="List only the documents in this state; counts cover them all."),
+    ] = None,
+) -> JobPublic:
+    status = jobs.get_job(
+        session, tenant_id=authorize_tenant_scope(caller, WRITE), job_id=job_id, state=state
+    )
     return JobPublic(
         id=status.job.id,
         namespace_id=status.job.namespace_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
@@ -36,8 +38,7 @@ def query(
                 chunk_id=c.chunk_id,
                 text=c.text,
                 score=c.score,
-                filename=payloads.get(c.chunk_id, {}).get("filename"),
-                ordinal=payloads.get(c.chunk_id, {}).get("ordinal"),
+                **_citation_source(payloads.get(c.chunk_id, {})),
             )
             for c in answer.citations
         ],
@@ -48,3 +49,8 @@ def query(
         ),
         timings_ms=result.timings_ms,
     )
+
+
+def _citation_source(payload: dict[str, Any]) -> dict[str, Any]:
+    """Where a cited chunk comes from, for readers: file, position, title, section, page."""
+    return {key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")}

@@ -11,10 +11,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Document, DocumentContent, DocumentState, Job, JobDocument, Namespace
-from app.errors import NotFoundError
+from app.errors import ConflictError, NotFoundError
+from app.services import idempotency as idempotency_keys
+from app.services.idempotency import IdempotencyClaim
+from ingestion.config import DEFAULT_INGESTION, IngestionConfig
+from ingestion.errors import DocumentTooLargeError, ParseError
 from ingestion.normalise import fingerprint
-from ingestion.parsers import detect_media_type
+from ingestion.parsers import (
+    JSON,
+    RECORD_MEDIA_TYPES,
+    Record,
+    detect_media_type,
+    split_records,
+)
 from retrieval.stores.base import VectorStore
+
+# Inserts of one document before giving up: each retry follows a racing upload's commit.
+_CLAIM_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -36,8 +49,16 @@ class UploadedDocument:
 
 @dataclass(frozen=True)
 class UploadResult:
+    """The job, the documents this call recorded, and ``response``: the API's answer as JSON.
+
+    A replay (an idempotency key seen before) records nothing: ``documents`` is empty and
+    ``response`` is the first answer, as stored with the key.
+    """
+
     job: Job
     documents: list[UploadedDocument]
+    response: dict[str, Any]
+    replayed: bool = False
 
 
 def upload(
@@ -45,23 +66,43 @@ def upload(
     *,
     namespace: Namespace,
     items: Sequence[UploadItem],
-    enqueue: Callable[[str], None],
+    enqueue: Callable[[str, Sequence[str]], None],
+    ingestion: IngestionConfig = DEFAULT_INGESTION,
+    idempotency: IdempotencyClaim | None = None,
 ) -> UploadResult:
     """Record a batch of documents as one job, commit, then enqueue the new ones for indexing.
 
+    ``enqueue(tenant_id, document_ids)`` is called once, after the commit, in upload order.
+
     Every item's type is checked before anything is written, so an unsupported file refuses
-    the whole request and nothing is half-accepted. Content already in the namespace (same
+    the whole request and nothing is half-accepted. A JSON or JSONL file becomes one document
+    per record (:func:`_typed_items`). Content already in the namespace (same
     normalised-content hash) creates no document: the existing one is reported with
     ``duplicate=True``; if it had failed, it is queued again. The claim on a hash is the
     database's unique constraint, so two racing uploads of the same text yield one document.
 
+    New content under an ``external_id`` already in the namespace is its next version
+    (:func:`_claim`); indexing makes it replace the older one (:mod:`app.services.versions`).
+
+    With ``idempotency``, a key the tenant used before (within 24 hours) for the same request
+    records nothing and returns the first answer (``replayed=True``); the key is claimed in the
+    job's transaction, so concurrent requests with one key make one job
+    (:mod:`app.services.idempotency`).
+
     Raises:
         UnsupportedMediaError: an item's type is not one Shoal parses (nothing is written).
+        ParseError: a JSON or JSONL file cannot be split into records; the message names the
+            file and, for JSONL, the line (nothing is written).
+        DocumentTooLargeError: a file holds more than ``ingestion.max_records`` records.
+        IdempotencyKeyReusedError: the key was used for another request (nothing is written).
+        ConflictError: too many concurrent uploads under one ``external_id`` (rare; retry).
     """
-    typed = [
-        (item, detect_media_type(item.data, filename=item.filename, declared=item.declared_type))
-        for item in items
-    ]
+    typed = _typed_items(items, ingestion)
+    tenant_id, namespace_name = namespace.tenant_id, namespace.name
+    if idempotency is not None:
+        replay = _replay(session, tenant_id, idempotency)
+        if replay is not None:
+            return replay
     job = Job(tenant_id=namespace.tenant_id, namespace_id=namespace.id)
     session.add(job)
     try:
@@ -69,8 +110,23 @@ def upload(
     except IntegrityError as exc:  # the namespace was deleted since the caller looked it up
         session.rollback()
         raise NotFoundError("namespace", namespace.name) from exc
+    key = None
+    if idempotency is not None:
+        try:
+            key = idempotency_keys.record(
+                session, tenant_id=tenant_id, claim=idempotency, job_id=job.id
+            )
+        except IntegrityError as exc:
+            # A concurrent request with this key committed first: drop our job, answer as it.
+            session.rollback()
+            replay = _replay(session, tenant_id, idempotency)
+            if replay is not None:
+                return replay
+            # Its job is gone already: only deleting the namespace does that.
+            raise NotFoundError("namespace", namespace_name) from exc
     results: list[UploadedDocument] = []
     to_enqueue: list[str] = []
+    in_job: set[str] = set()  # the same content twice in one batch is one job entry
     for position, (item, media_type) in enumerate(typed):
         content_hash = fingerprint(item.data, media_type)
         document, duplicate = _claim(session, namespace, item, media_type, content_hash)
@@ -79,19 +135,100 @@ def upload(
             to_enqueue.append(document.id)
         elif not duplicate:
             to_enqueue.append(document.id)
-        already_in_job = any(r.document.id == document.id for r in results)
-        if not already_in_job:
+        if document.id not in in_job:
+            in_job.add(document.id)
             session.add(
                 JobDocument(
                     job_id=job.id, document_id=document.id, position=position, duplicate=duplicate
                 )
             )
         results.append(UploadedDocument(document=document, duplicate=duplicate))
+    response = _response(job, results)
+    if key is not None:
+        key.response = response
     session.commit()
     # Enqueue only after commit: a worker must find the rows it is handed.
-    for document_id in dict.fromkeys(to_enqueue):
-        enqueue(document_id)
-    return UploadResult(job=job, documents=results)
+    if to_enqueue:
+        enqueue(namespace.tenant_id, list(dict.fromkeys(to_enqueue)))
+    return UploadResult(job=job, documents=results, response=response)
+
+
+def _response(job: Job, results: Sequence[UploadedDocument]) -> dict[str, Any]:
+    """The ``202`` body (``UploadAccepted``): also what an idempotency key replays."""
+    return {
+        "job_id": job.id,
+        "documents": [
+            {
+                "id": r.document.id,
+                "state": r.document.state.value,
+                "duplicate": r.duplicate,
+                "filename": r.document.filename,
+                "version": r.document.version,
+            }
+            for r in results
+        ],
+    }
+
+
+def _replay(session: Session, tenant_id: str, claim: IdempotencyClaim) -> UploadResult | None:
+    """The first answer under ``claim``'s key, or ``None`` when the key is new or expired."""
+    stored = idempotency_keys.find_stored(session, tenant_id=tenant_id, claim=claim)
+    if stored is None:
+        return None
+    job = session.get(Job, stored.job_id)
+    if job is None:  # deleted with its namespace since the key was read
+        return None
+    return UploadResult(job=job, documents=[], response=stored.response, replayed=True)
+
+
+def _typed_items(
+    items: Sequence[UploadItem], ingestion: IngestionConfig
+) -> list[tuple[UploadItem, str]]:
+    """Each item with its media type, a JSON or JSONL file replaced by one item per record.
+
+    A record's item is that record alone (``application/json``), named
+    ``<filename>#<external id or position>``; the upload's metadata wins over the record's own,
+    and its external id as :func:`_record_external_id` says.
+    """
+    typed: list[tuple[UploadItem, str]] = []
+    for item in items:
+        media_type = detect_media_type(
+            item.data, filename=item.filename, declared=item.declared_type
+        )
+        if media_type not in RECORD_MEDIA_TYPES:
+            typed.append((item, media_type))
+            continue
+        name = item.filename or "upload"
+        try:
+            records = split_records(item.data, media_type=media_type, config=ingestion)
+        except ParseError as exc:
+            raise ParseError(f"{name}: {exc}") from exc
+        except DocumentTooLargeError as exc:
+            raise DocumentTooLargeError(f"{name}: {exc}") from exc
+        typed.extend(
+            (
+                UploadItem(
+                    data=record.data,
+                    filename=f"{name}#{record.external_id or position}",
+                    declared_type=JSON,
+                    metadata={**record.metadata, **item.metadata},
+                    external_id=_record_external_id(item, record, position, len(records)),
+                ),
+                JSON,
+            )
+            for position, record in enumerate(records, start=1)
+        )
+    return typed
+
+
+def _record_external_id(item: UploadItem, record: Record, position: int, count: int) -> str | None:
+    """The upload's external id names a file of one record; in a file of several, each record's
+    own id does (else the upload's id and the position), so that records never share an id."""
+    if count == 1:
+        return item.external_id or record.external_id
+    if record.external_id is not None or item.external_id is None:
+        return record.external_id
+    return f"{item.external_id}#{position}"
 
 
 def _claim(
@@ -100,38 +237,62 @@ def _claim(
     item: UploadItem,
     media_type: str,
     content_hash: str,
-    *,
-    retry: bool = True,
 ) -> tuple[Document, bool]:
-    """Insert the document, or find the one that already holds this content."""
-    document = Document(
-        tenant_id=namespace.tenant_id,
-        namespace_id=namespace.id,
-        content_hash=content_hash,
-        filename=item.filename,
-        media_type=media_type,
-        external_id=item.external_id,
-        meta=item.metadata,
-        size_bytes=len(item.data),
-        state=DocumentState.QUEUED,
-        content=DocumentContent(data=item.data),
-    )
-    try:
-        with session.begin_nested():
-            session.add(document)
-    except IntegrityError:
-        existing = session.scalar(
-            select(Document).where(
-                Document.namespace_id == namespace.id, Document.content_hash == content_hash
-            )
+    """Insert the document, or find the one that already holds this content.
+
+    Under an ``external_id`` the new document is the next version: one more than the highest
+    version of that id in the namespace. The unique constraints arbitrate races: a concurrent
+    upload of the same content makes ours a duplicate; one of other content under the same
+    external id takes our version number, and we count again.
+    """
+    namespace_id, tenant_id, name = namespace.id, namespace.tenant_id, namespace.name
+    for _ in range(_CLAIM_ATTEMPTS):
+        document = Document(
+            tenant_id=tenant_id,
+            namespace_id=namespace_id,
+            content_hash=content_hash,
+            filename=item.filename,
+            media_type=media_type,
+            external_id=item.external_id,
+            version=_next_version(session, namespace_id, item.external_id),
+            meta=item.metadata,
+            size_bytes=len(item.data),
+            state=DocumentState.QUEUED,
+            content=DocumentContent(data=item.data),
         )
-        if existing is not None:
-            return existing, True
-        if retry:  # the holder of this content was deleted between our insert and this read
-            return _claim(session, namespace, item, media_type, content_hash, retry=False)
-        # Not the content constraint: the namespace itself went away mid-upload.
-        raise NotFoundError("namespace", namespace.name) from None
-    return document, False
+        try:
+            with session.begin_nested():
+                session.add(document)
+        except IntegrityError:
+            existing = session.scalar(
+                select(Document).where(
+                    Document.namespace_id == namespace_id, Document.content_hash == content_hash
+                )
+            )
+            if existing is not None:
+                return existing, True
+            if session.scalar(select(Namespace.id).where(Namespace.id == namespace_id)) is None:
+                # Not a constraint to retry past: the namespace went away mid-upload.
+                raise NotFoundError("namespace", name) from None
+            # Our version number was taken, or the holder of this content was deleted between
+            # our insert and that read: count and insert again.
+            continue
+        return document, False
+    raise ConflictError(
+        f"{_CLAIM_ATTEMPTS} concurrent uploads under external_id {item.external_id!r} took "
+        "each version number first; send the request again"
+    )
+
+
+def _next_version(session: Session, namespace_id: str, external_id: str | None) -> int:
+    if external_id is None:
+        return 1
+    highest = session.scalar(
+        select(func.max(Document.version)).where(
+            Document.namespace_id == namespace_id, Document.external_id == external_id
+        )
+    )
+    return (highest or 0) + 1
 
 
 def list_documents(

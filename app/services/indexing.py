@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, Namespace
 from app.metrics import DOCUMENTS
+from app.services import versions
 from app.services.documents import document_where
 from app.services.namespaces import collection_spec
 from ingestion.chunking import chunk
-from ingestion.config import ChunkingConfig
+from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.document import Chunk, ParsedDocument
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
@@ -46,7 +47,9 @@ class IndexingEmbedder(Protocol):
     @property
     def max_seq_length(self) -> int: ...
     def count_tokens(self, text: str) -> int: ...
-    def encode(self, texts: Sequence[str]) -> Any: ...  # Any: a numpy array, rows = texts
+    def encode(  # Any: a numpy array, one row per text
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class IndexingDeps:
     store: VectorStore
     embedder: IndexingEmbedder
     chunking: ChunkingConfig
+    ingestion: IngestionConfig
 
 
 def point_id(document_id: str, ordinal: int) -> str:
@@ -64,6 +68,25 @@ def point_id(document_id: str, ordinal: int) -> str:
 def chunk_budget(config: ChunkingConfig, model_max_tokens: int) -> int:
     """The chunk size limit: the configured one, never above what the model can read."""
     return min(config.max_tokens or model_max_tokens, model_max_tokens)
+
+
+def prepare_chunks(
+    data: bytes, *, media_type: str, filename: str | None, deps: IndexingDeps
+) -> tuple[ParsedDocument, list[Chunk]]:
+    """Parse and chunk one document's bytes exactly as indexing does (pure; benchmarks too).
+
+    Raises:
+        IngestionError: the bytes are not a valid document of ``media_type``.
+    """
+    parsed = parse(data, media_type=media_type, filename=filename, config=deps.ingestion)
+    budget = chunk_budget(deps.chunking, deps.embedder.max_seq_length)
+    chunks = chunk(
+        parsed,
+        max_tokens=budget,
+        overlap_tokens=min(deps.chunking.overlap_tokens, budget // 2),
+        count_tokens=deps.embedder.count_tokens,
+    )
+    return parsed, list(chunks)
 
 
 def ingest_document(document_id: str, *, deps: IndexingDeps) -> None:
@@ -110,14 +133,7 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
         collection, spec = namespace.collection, collection_spec(namespace)
 
     try:
-        parsed = parse(data, media_type=media_type, filename=filename)
-        budget = chunk_budget(deps.chunking, deps.embedder.max_seq_length)
-        chunks = chunk(
-            parsed,
-            max_tokens=budget,
-            overlap_tokens=min(deps.chunking.overlap_tokens, budget // 2),
-            count_tokens=deps.embedder.count_tokens,
-        )
+        parsed, chunks = prepare_chunks(data, media_type=media_type, filename=filename, deps=deps)
     except (IngestionError, ValueError) as exc:
         _set_state(deps, document_id, DocumentState.FAILED, reason=str(exc))
         return
@@ -126,7 +142,9 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
         return
 
     _set_state(deps, document_id, DocumentState.EMBEDDING, reason=None)
-    vectors = deps.embedder.encode([c.text for c in chunks])
+    vectors = deps.embedder.encode(
+        [c.text for c in chunks], token_counts=[c.token_count for c in chunks]
+    )
     points = [
         Point(
             id=point_id(document_id, c.ordinal),
@@ -139,15 +157,21 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
     for start in range(0, len(points), UPSERT_BATCH):
         deps.store.upsert(collection, points[start : start + UPSERT_BATCH])
 
+    # One transaction makes this version visible and retires the ones it replaces (or itself,
+    # if a newer one won); their points go only after the commit (see app.services.versions).
     with deps.sessions() as session:
         document = session.get(Document, document_id)
-        if document is None:
+        superseded = (
+            None
+            if document is None
+            else versions.publish(session, document=document, chunk_count=len(chunks))
+        )
+        if superseded is None:
             # Deleted while we embedded: take back what we just wrote.
             deps.store.delete(collection, where=_where(payload_base, document_id))
             return
-        document.state, document.reason = DocumentState.INDEXED, None
-        document.chunk_count = len(chunks)
         session.commit()
+    versions.remove_points(deps.store, collection, superseded)
     DOCUMENTS.labels("indexed").inc()
     log.info("document_indexed", document_id=document_id, chunks=len(chunks))
 
@@ -176,6 +200,7 @@ def _chunk_payload(base: dict[str, Any], parsed: ParsedDocument, c: Chunk) -> di
         "end": c.end,
         "text": c.text,
         "section": c.section,
+        "page": c.page,
         "title": parsed.title or base["filename"],
     }
 

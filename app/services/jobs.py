@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Document, DocumentState, Job, JobDocument
@@ -20,21 +21,28 @@ class JobStatus:
     documents: list[tuple[Document, bool]]
 
 
-def job_state(states: list[DocumentState]) -> str:
-    """``queued`` until a document starts, ``running`` while any is pending, then
-    ``succeeded`` (all indexed), ``failed`` (all failed) or ``partial``."""
-    counts = Counter(states)
+def job_state(counts: Mapping[DocumentState, int]) -> str:
+    """From its documents' per-state counts: ``queued`` until a document starts, ``running``
+    while any is pending, then ``succeeded`` (all indexed), ``failed`` (all failed) or
+    ``partial``."""
+    counts = Counter(counts)
+    total = sum(counts.values())
     pending = counts[DocumentState.QUEUED] + counts[DocumentState.PARSING]
     pending += counts[DocumentState.EMBEDDING]
     if pending:
-        return "queued" if counts[DocumentState.QUEUED] == len(states) else "running"
+        return "queued" if counts[DocumentState.QUEUED] == total else "running"
     if counts[DocumentState.FAILED] == 0:
         return "succeeded"
     return "failed" if counts[DocumentState.INDEXED] == 0 else "partial"
 
 
-def get_job(session: Session, *, tenant_id: str, job_id: str) -> JobStatus:
+def get_job(
+    session: Session, *, tenant_id: str, job_id: str, state: DocumentState | None = None
+) -> JobStatus:
     """The job's state, per-state counts and documents in upload order.
+
+    ``state`` narrows the document list (not the counts) to documents in that state: a client
+    following a batch of thousands asks for ``failed`` ones only.
 
     Raises:
         NotFoundError: no such job for this tenant (another tenant's job included).
@@ -42,14 +50,21 @@ def get_job(session: Session, *, tenant_id: str, job_id: str) -> JobStatus:
     job = session.get(Job, job_id)
     if job is None or job.tenant_id != tenant_id:
         raise NotFoundError("job", job_id)
-    rows = session.execute(
+    in_job = (
+        select(Document.state, func.count())
+        .join(JobDocument, JobDocument.document_id == Document.id)
+        .where(JobDocument.job_id == job_id)
+        .group_by(Document.state)
+    )
+    counted = {DocumentState(s): n for s, n in session.execute(in_job)}
+    listed = (
         select(Document, JobDocument.duplicate)
         .join(JobDocument, JobDocument.document_id == Document.id)
         .where(JobDocument.job_id == job_id)
         .order_by(JobDocument.position)
-    ).all()
-    documents = [(doc, bool(dup)) for doc, dup in rows]
-    states = [doc.state for doc, _ in documents]
-    counts = {state.value: 0 for state in DocumentState}
-    counts.update({state.value: n for state, n in Counter(states).items()})
-    return JobStatus(job=job, state=job_state(states), counts=counts, documents=documents)
+    )
+    if state is not None:
+        listed = listed.where(Document.state == state)
+    documents = [(doc, bool(dup)) for doc, dup in session.execute(listed)]
+    counts = {s.value: counted.get(s, 0) for s in DocumentState}
+    return JobStatus(job=job, state=job_state(counted), counts=counts, documents=documents)

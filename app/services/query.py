@@ -1,20 +1,27 @@
-"""Answering a question in a namespace: embed (cached) → search (tenant-filtered) → answer."""
+"""Answering a question in a namespace: embed (cached) → search (tenant-filtered, visible
+documents only) → answer."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from app.db.models import Namespace
 from app.metrics import EMBEDDING_CACHE, STAGE_SECONDS
 from app.services.namespaces import get_namespace
 from app.services.usage import record_usage
+from app.services.versions import visible_documents
 from retrieval.cache import EmbeddingCache, embed_query
 from retrieval.embedding import Embedder
 from retrieval.generation.base import Answer, GenerationBackend, Passage
-from retrieval.search import search
-from retrieval.stores.base import VectorStore
+from retrieval.search import MAX_LIMIT, search
+from retrieval.stores.base import Hit, VectorStore
+
+# Searches of one question while hits keep being dropped (see _search_visible).
+_SEARCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,13 @@ def answer_question(
     timings["embed"] = _ms_since(mark)
 
     mark = time.perf_counter()
-    hits = search(
+    hits = _search_visible(
+        session,
         deps.store,
-        namespace.collection,
+        namespace,
         vector,
         tenant_id=tenant_id,
-        namespace_id=namespace.id,
-        limit=top_k or deps.default_top_k,
+        top_k=top_k or deps.default_top_k,
     )
     timings["search"] = _ms_since(mark)
 
@@ -105,6 +112,44 @@ def answer_question(
         timings_ms=timings,
         cache_hit=cache_hit,
     )
+
+
+def _search_visible(
+    session: Session,
+    store: VectorStore,
+    namespace: Namespace,
+    vector: Sequence[float],
+    *,
+    tenant_id: str,
+    top_k: int,
+) -> list[Hit]:
+    """The ``top_k`` best hits whose documents the database says are visible.
+
+    The store may hold points no query should cite: a version not yet published, a replaced
+    version or a deleted document whose point removal is pending or failed
+    (:mod:`app.services.versions`). Over-fetching keeps those from starving the answer.
+
+    A version swap that commits between the search and the visibility check would leave
+    neither version: the old one's hits are dropped, and the search ran before the new one's
+    points were written. So while the check drops hits, search again (bounded; orphaned points
+    cost their namespace's queries the extra searches until removed).
+    """
+    limit = min(top_k * 2 + 4, MAX_LIMIT)
+    kept: list[Hit] = []
+    for _ in range(_SEARCH_ATTEMPTS):
+        hits = search(
+            store,
+            namespace.collection,
+            vector,
+            tenant_id=tenant_id,
+            namespace_id=namespace.id,
+            limit=limit,
+        )
+        visible = visible_documents(session, {str(h.payload["document_id"]) for h in hits})
+        kept = [h for h in hits if str(h.payload["document_id"]) in visible]
+        if len(kept) == len(hits):
+            break
+    return kept[:top_k]
 
 
 def _ms_since(mark: float) -> float:

@@ -10,26 +10,18 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ingestion.document import ParsedDocument, Section
+from ingestion.document import ParsedDocument
 from ingestion.normalise import normalise_text
+from ingestion.parsers.layout import Heading, collapse_whitespace, nest_sections
 from ingestion.parsers.text import decode_text
 
 MEDIA_TYPE = "text/markdown"
-_WHITESPACE = re.compile(r"\s+")
 # CommonMark only: the "default" preset's extras (tables, strikethrough) add no headings.
 _PARSER = MarkdownIt("commonmark")
-
-
-@dataclass(frozen=True)
-class _Heading:
-    level: int
-    title: str
-    start: int  # offset of the heading's first line
 
 
 def parse_markdown(data: bytes) -> ParsedDocument:
@@ -48,11 +40,11 @@ def parse_markdown(data: bytes) -> ParsedDocument:
     headings = _headings(text)
     title = next((h.title for h in headings if h.level == 1), None)
     return ParsedDocument(
-        text=text, media_type=MEDIA_TYPE, title=title, sections=_sections(headings, len(text))
+        text=text, media_type=MEDIA_TYPE, title=title, sections=nest_sections(headings, len(text))
     )
 
 
-def _headings(text: str) -> list[_Heading]:
+def _headings(text: str) -> list[Heading]:
     line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
     tokens = _PARSER.parse(text)
     headings = []
@@ -62,7 +54,7 @@ def _headings(text: str) -> list[_Heading]:
         title = _inline_text(inline.children or [])
         if title:
             start = line_starts[opening.map[0]]
-            headings.append(_Heading(level=int(opening.tag[1:]), title=title, start=start))
+            headings.append(Heading(level=int(opening.tag[1:]), title=title, start=start))
     return headings
 
 
@@ -73,18 +65,4 @@ def _inline_text(children: Sequence[Token]) -> str:
             parts.append(child.content)
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")
-    return _WHITESPACE.sub(" ", "".join(parts)).strip()
-
-
-def _sections(headings: list[_Heading], length: int) -> tuple[Section, ...]:
-    ends = [length] * len(headings)
-    paths: list[tuple[str, ...]] = []
-    open_: list[int] = []  # indexes of the headings whose sections are still open
-    for index, heading in enumerate(headings):
-        while open_ and headings[open_[-1]].level >= heading.level:
-            ends[open_.pop()] = heading.start
-        open_.append(index)
-        paths.append(tuple(headings[i].title for i in open_))
-    return tuple(
-        Section(path, h.start, end) for path, h, end in zip(paths, headings, ends, strict=True)
-    )
+    return collapse_whitespace("".join(parts))

@@ -140,6 +140,14 @@ def test_a_document_that_cannot_be_parsed_fails_alone_with_a_reason(api: Api) ->
     assert states["blank.txt"]["state"] == "failed"
     assert states["blank.txt"]["reason"]
 
+    url, headers = f"/v1/jobs/{accepted['job_id']}", api.headers(tenant.write_key)
+    failed_only = api.client.get(url, params={"state": "failed"}, headers=headers).json()
+    assert [d["filename"] for d in failed_only["documents"]] == ["blank.txt"]
+    assert failed_only["counts"] == job["counts"]  # the counts cover every document
+    assert job["counts"]["indexed"] == job["counts"]["failed"] == 1
+    bad = api.client.get(url, params={"state": "lost"}, headers=headers)
+    assert_problem(bad, 422, "validation-error")
+
 
 def test_unsupported_type_is_415_and_nothing_is_written(api: Api) -> None:
     tenant = make_tenant(api, "acme")
@@ -285,7 +293,7 @@ def test_documents_left_pending_by_a_crash_are_indexed_at_the_next_start(
                 session,
                 namespace=namespace,
                 items=[UploadItem(data=OTTERS.encode(), filename="otters.txt")],
-                enqueue=lambda _: None,
+                enqueue=lambda _tenant, _ids: None,
             )
     for api in start_api(settings, embedder):
         job = wait_for_job(api, tenant, crashed.job.id)

@@ -6,10 +6,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import column, func, insert, inspect, select, table
 
 from app.db.migrate import downgrade, upgrade
-from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage
+from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage, utcnow
 from app.db.session import make_engine, normalise_database_url
 from app.errors import AuthenticationError, ConflictError, NotFoundError
 from app.services import documents, keys, tenants, usage
@@ -41,7 +41,59 @@ def test_migrations_go_down_to_nothing_and_back_up(database_url: str) -> None:
     assert {"tenants", "api_keys", "namespaces", "documents", "jobs", "usage"} <= set(
         inspect(engine).get_table_names()
     )
+    assert "idempotency_keys" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_migration_0002_numbers_existing_documents_and_goes_back(
+    database_url: str, session_factory
+) -> None:
+    _, namespace = make_tenant_with_namespace(session_factory)
+    engine = make_engine(database_url)
+
+    def document_columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("documents")}
+
+    # The documents table as 0001 made it.
+    documents_0001 = table(
+        "documents",
+        *(column(name) for name in ("id", "tenant_id", "namespace_id", "content_hash")),
+        *(column(name) for name in ("media_type", "external_id", "metadata", "size_bytes")),
+        *(column(name) for name in ("state", "chunk_count", "attempts")),
+        *(column(name) for name in ("created_at", "updated_at")),
+    )
+    try:
+        downgrade(database_url, "0001")
+        assert "idempotency_keys" not in inspect(engine).get_table_names()
+        assert "version" not in document_columns()
+        with engine.begin() as conn:
+            conn.execute(
+                insert(documents_0001).values(
+                    id="d1",
+                    tenant_id=namespace.tenant_id,
+                    namespace_id=namespace.id,
+                    content_hash="h",
+                    media_type="text/plain",
+                    external_id="policy",
+                    metadata="{}",
+                    size_bytes=1,
+                    state="indexed",
+                    chunk_count=1,
+                    attempts=1,
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+        upgrade(database_url)
+        assert "version" in document_columns()
+        assert "idempotency_keys" in inspect(engine).get_table_names()
+        with session_factory() as session:
+            assert session.scalars(select(Document.version)).all() == [1]
+        downgrade(database_url, "0001")
+        assert "version" not in document_columns()
+    finally:
+        upgrade(database_url)  # the next test on this database needs the whole schema
+        engine.dispose()
 
 
 def test_plain_postgresql_urls_use_psycopg3() -> None:
@@ -78,7 +130,7 @@ def test_racing_uploads_of_the_same_content_make_one_document(session_factory) -
                 session,
                 namespace=namespace,
                 items=[UploadItem(data=b"the same text", filename="a.txt")],
-                enqueue=enqueued.append,
+                enqueue=lambda _tenant, ids: enqueued.extend(ids),
             )
             return [(d.document.id, d.duplicate) for d in result.documents]
 
@@ -100,7 +152,7 @@ def test_deleting_a_tenant_cascades_to_everything_it_owns(session_factory, tmp_p
             session,
             namespace=namespace,
             items=[UploadItem(data=b"text", filename="a.txt")],
-            enqueue=lambda _: None,
+            enqueue=lambda _tenant, _ids: None,
         )
         usage.record_usage(session, tenant_id=tenant_id, key_id="k1")
     store = EdgeStore(tmp_path / "qdrant")
@@ -143,5 +195,5 @@ def test_upload_into_a_namespace_deleted_meanwhile_is_not_found(session_factory)
             session,
             namespace=namespace,
             items=[UploadItem(data=b"text", filename="a.txt")],
-            enqueue=lambda _: None,
+            enqueue=lambda _tenant, _ids: None,
         )

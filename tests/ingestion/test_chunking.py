@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingestion.chunking import chunk
-from ingestion.document import Chunk, ParsedDocument
+from ingestion.document import Chunk, Page, ParsedDocument
 from ingestion.normalise import normalise_text
-from ingestion.parsers import parse
+from ingestion.parsers import PDF, parse
 from tests.ingestion.conftest import CountTokens
+from tests.ingestion.samples import make_pdf
 
 
 def count_words(text: str) -> int:
@@ -121,6 +122,40 @@ def test_a_chunk_is_labelled_with_the_innermost_section_at_its_start(doc: Parsed
     chunks = chunk(doc, max_tokens=24, overlap_tokens=6, count_tokens=count_words)
     for c in chunks:
         assert c.section == innermost_section(doc, c.start)
+
+
+@st.composite
+def paged_documents(draw: st.DrawFn) -> ParsedDocument:
+    """Documents as the PDF parser makes them: stripped page texts joined by blank lines."""
+    pages_text = [normalise_text(t).strip() for t in draw(st.lists(texts, min_size=1, max_size=6))]
+    pages, offset = [], 0
+    for number, text in enumerate(pages_text, start=1):
+        pages.append(Page(number, offset, offset + len(text)))
+        offset += len(text) + 2
+    return ParsedDocument(text="\n\n".join(pages_text), media_type=PDF, pages=tuple(pages))
+
+
+@given(doc=paged_documents())
+def test_a_chunk_carries_the_number_of_the_page_it_starts_on(doc: ParsedDocument) -> None:
+    chunks = chunk(doc, max_tokens=24, overlap_tokens=6, count_tokens=count_words)
+    for c in chunks:
+        (page,) = [p for p in doc.pages if p.start <= c.start < p.end]
+        assert c.page == page.number
+
+
+def test_chunks_of_a_pdf_name_their_pages_and_others_none() -> None:
+    pages = ["First page words. " * 8, "", "Third page words. " * 8]
+    doc = parse(make_pdf(pages), media_type=PDF)
+    chunks = chunk(doc, max_tokens=20, overlap_tokens=0, count_tokens=count_words)
+    assert {c.page for c in chunks} == {1, 3}
+    assert all(c.text.startswith("First") == (c.page == 1) for c in chunks)
+    plain = chunk(
+        parse(b"no pages", media_type="text/plain"),
+        max_tokens=20,
+        overlap_tokens=0,
+        count_tokens=count_words,
+    )
+    assert [c.page for c in plain] == [None]
 
 
 MANUAL = """\

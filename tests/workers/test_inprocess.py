@@ -117,3 +117,23 @@ def test_close_drops_tasks_not_started_and_finishes_the_running_one() -> None:
     threading.Timer(0.2, release.set).start()
     queue.close(wait=True)
     assert done == ["running"]
+
+
+def test_higher_priority_work_is_taken_first_and_ties_keep_arrival_order() -> None:
+    gate = threading.Event()
+    order: list[str] = []
+
+    def handler(document_id: str) -> None:
+        gate.wait(5)
+        order.append(document_id)
+
+    queue = InProcessQueue(handler, concurrency=1)
+    queue.enqueue("running", priority=0)
+    for i in range(3):
+        queue.enqueue(f"big-{i}", priority=9)
+    queue.enqueue("small-0", priority=0)
+    queue.enqueue("small-1", priority=1)
+    gate.set()
+    assert queue.join(timeout_s=5)
+    queue.close()
+    assert order == ["running", "small-0", "small-1", "big-0", "big-1", "big-2"]

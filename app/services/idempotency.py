@@ -1,0 +1,123 @@
+"""Idempotency keys: a retried upload answers as the first one did instead of making a new job.
+
+A client that sends ``Idempotency-Key: <key>`` with an upload may send the same request again
+(a timeout, a dropped connection) and get the first ``202`` answer back, naming the same job.
+Keys belong to the caller's tenant, so two tenants never collide on one. A key identifies one
+request: the hash of the namespace and the raw body bytes is stored with it, and the same key
+with another hash is refused (:class:`~app.errors.IdempotencyKeyReusedError`).
+
+The claim is the database's unique constraint on ``(tenant_id, key)``, inserted in the same
+transaction as the job (:func:`app.services.documents.upload`): of two concurrent requests
+with one key, exactly one commits a job, and the other rolls back and replays its answer.
+
+Keys expire after :data:`KEY_TTL`; an expired key is free again, and expired rows of the tenant
+are purged whenever it records a new key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.db.models import IdempotencyKey, utcnow
+from app.errors import IdempotencyKeyReusedError, InvalidRequestError
+
+HEADER = "Idempotency-Key"
+KEY_TTL = dt.timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A request's key and the hash that tells a retry of it from another request."""
+
+    key: str
+    request_hash: str
+
+
+class RequestHash:
+    """The sha256 of a request's namespace and raw body, fed as the body streams in."""
+
+    def __init__(self, namespace_id: str) -> None:
+        self._digest = hashlib.sha256(namespace_id.encode() + b"\0")
+
+    def update(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def make_claim(key: str, request_hash: str) -> IdempotencyClaim:
+    """The claim of the request whose :class:`RequestHash` is ``request_hash``, under ``key``.
+
+    Raises:
+        InvalidRequestError: the key is empty or longer than :data:`MAX_KEY_LENGTH`.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequestError(
+            f"the {HEADER} header must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}",
+            field=HEADER,
+        )
+    return IdempotencyClaim(key=key, request_hash=request_hash)
+
+
+def find_stored(
+    session: Session, *, tenant_id: str, claim: IdempotencyClaim
+) -> IdempotencyKey | None:
+    """The tenant's unexpired row for ``claim.key`` (job and stored answer), or ``None``.
+
+    Raises:
+        IdempotencyKeyReusedError: the key was first used for another request.
+    """
+    row = session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id,
+            IdempotencyKey.key == claim.key,
+            # Compared in SQL: SQLite hands datetimes back without their time zone.
+            IdempotencyKey.created_at >= utcnow() - KEY_TTL,
+        )
+    )
+    if row is None:
+        return None
+    if row.request_hash != claim.request_hash:
+        raise IdempotencyKeyReusedError(
+            f"the {HEADER} {claim.key!r} was already used for a different request in the last "
+            f"{KEY_TTL.total_seconds() / 3600:g} hours; use a new key for a new request"
+        )
+    return row
+
+
+def record(
+    session: Session, *, tenant_id: str, claim: IdempotencyClaim, job_id: str
+) -> IdempotencyKey:
+    """Claim ``claim.key`` for ``job_id`` in the session's transaction (its answer set later).
+
+    Flushes at once, so a concurrent holder of the key is found here: on Postgres the insert
+    waits for that transaction and then fails. Expired rows of the tenant, this key's included,
+    are purged first.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: another transaction holds the key; the caller must roll
+            back its own transaction and replay (:func:`find_stored`).
+    """
+    session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id,
+            IdempotencyKey.created_at < utcnow() - KEY_TTL,
+        )
+    )
+    row = IdempotencyKey(
+        tenant_id=tenant_id,
+        key=claim.key,
+        request_hash=claim.request_hash,
+        job_id=job_id,
+        response={},  # filled in before the commit, so no other transaction ever sees it empty
+    )
+    session.add(row)
+    session.flush()
+    return row
