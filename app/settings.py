@@ -28,13 +28,14 @@ class WorkerConfig(BaseModel):
     """Indexing workers: the in-process runner and `shoal worker` (``SHOAL_WORKERS__...``)."""
 
     concurrency: int = Field(
-        1,
+        32,
         ge=1,
-        le=32,
+        le=256,
         description=(
             "Documents indexed at once per process (threads of the in-process runner or of "
-            "`shoal worker`). Encoding already uses every core, so more threads only add "
-            "contention on a small CPU machine."
+            "`shoal worker`). The threads share one model through a batching thread: while it "
+            "encodes one batch, the others parse, chunk and write, and queue the next batch. "
+            "Short documents need many threads to fill a batch (bench/RESULTS.md)."
         ),
     )
     queue: str = Field(

@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from app.db.migrate import upgrade
 from app.db.models import Document, DocumentState
+from app.logging import configure_logging
 from app.platform import Platform, build_platform
 from app.services import documents, namespaces, tenants
 from app.services.documents import UploadItem
@@ -63,6 +64,7 @@ def main() -> None:
         settings = Settings(data_dir=Path(tmp))
         if args.concurrency:
             settings.workers.concurrency = args.concurrency
+        configure_logging("WARNING")  # one line per document would time the terminal
         upgrade(settings.resolved_database_url)
         platform = build_platform(settings)
         try:
@@ -75,7 +77,9 @@ def main() -> None:
                 for size in sizes
             ]
             best = max(sweep, key=lambda rate: rate[1])[0]
+            print(f"# {len(texts)} chunks; sweep {sweep}", file=sys.stderr)
             baseline_s = time_encode(model, texts, best)
+            print(f"# baseline at batch {best}: {baseline_s:.1f} s", file=sys.stderr)
             del model
             count, pipeline_s = time_pipeline(platform, corpus)
         finally:
@@ -161,9 +165,8 @@ def time_pipeline(platform: Platform, corpus: bytes) -> tuple[int, float]:
     platform.queue.join()
     elapsed = time.perf_counter() - start
     with platform.sessions() as session:
-        states = Counter(
-            dict(session.execute(select(Document.state, func.count()).group_by(Document.state)))
-        )
+        counted = session.execute(select(Document.state, func.count()).group_by(Document.state))
+        states = Counter(dict(counted.all()))  # the Result itself looks like a mapping
     if set(states) != {DocumentState.INDEXED}:
         raise SystemExit(f"the pipeline did not index everything: {dict(states)}")
     return states[DocumentState.INDEXED], elapsed

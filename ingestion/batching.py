@@ -47,7 +47,7 @@ class _Request:
 class BatchingEmbedder:
     """Wraps an :class:`Embedder`; thread-safe; same results, encoded in shared batches."""
 
-    def __init__(self, embedder: Embedder, *, max_batch: int = 64, max_wait_s: float = 0.005):
+    def __init__(self, embedder: Embedder, *, max_batch: int = 64, max_wait_s: float = 0.0):
         self._embedder = embedder
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -104,11 +104,20 @@ class BatchingEmbedder:
                 return
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
-        """``first`` plus whatever else arrives within ``max_wait_s``, up to ``max_batch``."""
+        """``first`` plus whatever else is queued (or arrives within ``max_wait_s``), until the
+        batch holds ``max_batch`` texts.
+
+        No wait by default: requests pile up while the model encodes the previous batch, so
+        under load batches fill by themselves, and a lone document is never held back.
+        """
         batch, size = [first], len(first.texts)
         while size < self._max_batch:
             try:
-                more = self._requests.get(timeout=self._max_wait_s)
+                more = (
+                    self._requests.get(timeout=self._max_wait_s)
+                    if self._max_wait_s > 0
+                    else self._requests.get_nowait()
+                )
             except queue.Empty:
                 break
             if more is None:

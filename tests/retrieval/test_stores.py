@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -82,6 +85,32 @@ def test_edge_shard_held_by_another_owner_is_unavailable(tmp_path: Path) -> None
     assert caught.value.__cause__ is not None
     first.close()
     second.close()
+
+
+def test_edge_writes_not_yet_flushed_survive_a_killed_process(tmp_path: Path) -> None:
+    # The writer flushes only its first write (then never again within an hour) and dies
+    # without closing: what survives is what Edge's write-ahead log holds.
+    script = (
+        "import os, signal, sys\n"
+        "from tests.retrieval.test_stores import SPEC, points\n"
+        "from retrieval.stores import EdgeStore\n"
+        "store = EdgeStore(__import__('pathlib').Path(sys.argv[1]), flush_interval_s=3600)\n"
+        "store.ensure_collection('ns_a', SPEC)\n"
+        "store.upsert('ns_a', points(10, seed=1))\n"
+        "store.upsert('ns_a', points(25, seed=2, document='late'))\n"
+        "store.delete('ns_a', where={'document_id': 'd'})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = tmp_path / "qdrant"
+    killed = subprocess.run([sys.executable, "-c", script, str(root)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+
+    reopened = EdgeStore(root)
+    try:
+        assert reopened.count("ns_a", where={}) == 25
+        assert reopened.count("ns_a", where={"document_id": "late"}) == 25
+    finally:
+        reopened.close()
 
 
 def test_edge_serves_readers_while_a_writer_writes(tmp_path: Path) -> None:
