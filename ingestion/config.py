@@ -24,7 +24,7 @@ class ChunkingConfig(BaseModel):
     )
 
 
-CPU_BATCH_SIZE = 16
+CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 128
 
 
@@ -46,7 +46,7 @@ class EmbeddingConfig(BaseModel):
         ge=1,
         le=1024,
         description=(
-            "Chunks per forward pass. Unset: 16 on a CPU (measured fastest for MiniLM on two "
+            "Chunks per forward pass. Unset: 8 on a CPU (measured fastest for MiniLM on two "
             "cores, bench/RESULTS.md), 128 on CUDA."
         ),
     )

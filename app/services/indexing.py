@@ -28,6 +28,7 @@ from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.document import Chunk, ParsedDocument
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
+from ingestion.prompt_tokens import count_prompt_tokens
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores.base import Point, VectorStore
 from workers.errors import TransientError
@@ -201,6 +202,7 @@ def _chunk_payload(base: dict[str, Any], parsed: ParsedDocument, c: Chunk) -> di
         "text": c.text,
         "section": c.section,
         "page": c.page,
+        "llm_tokens": count_prompt_tokens(c.text),
         "title": parsed.title or base["filename"],
     }
 

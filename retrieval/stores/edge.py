@@ -138,6 +138,7 @@ class EdgeStore:
         with self._lock:
             self._check_open()
             shard = self._shards.pop(name, None)
+            self._flushed_at.pop(name, None)
             with _engine_errors("drop", name):
                 if shard is not None:
                     shard.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ingestion.prompt_tokens import count_prompt_tokens
 from tests.api.conftest import (
     assert_problem,
     make_namespace,
@@ -232,3 +233,21 @@ def test_the_scifact_corpus_uploads_as_one_file_and_becomes_5183_documents(api: 
     assert len(documents) == 5183
     assert documents[0]["filename"] == "corpus.jsonl#4983"
     assert len({d["id"] for d in documents}) == 5183
+
+
+@pytest.mark.slow
+def test_citations_say_where_the_passage_is_and_chunks_know_their_prompt_cost(indexed) -> None:
+    api, tenant, ids, _ = indexed
+    pdf = ask(api, tenant.query_key, QUESTIONS["plimsoth"][0])["citations"][0]
+    assert (pdf["filename"], pdf["title"], pdf["page"]) == ("engine.pdf", "Plimsoth engines", 1)
+    markdown = ask(api, tenant.query_key, QUESTIONS["brindlecap"][0])["citations"][0]
+    assert markdown["section"] == "Brindlecaps"
+    assert markdown["page"] is None  # a format without pages
+
+    namespace = api.client.get("/v1/namespaces/docs", headers=api.headers(tenant.write_key))
+    collection = "ns_" + namespace.json()["id"].replace("-", "")
+    [vector] = api.platform.embedder.encode([QUESTIONS["plimsoth"][0]])
+    [hit] = api.platform.store.search(
+        collection, [float(x) for x in vector], where={"document_id": ids["engine.pdf"]}, limit=1
+    )
+    assert hit.payload["llm_tokens"] == count_prompt_tokens(hit.payload["text"]) > 0
