@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "partial", "failed"})
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
@@ -19,6 +20,27 @@ TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 class ClientError(Exception):
     """The server refused a request; the message is its problem detail."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _passing(exc: BaseException) -> bool:
+    """A failure worth asking again about: the network, or the server's own 5xx."""
+    return isinstance(exc, httpx.TransportError) or (
+        isinstance(exc, ClientError) and exc.status >= 500
+    )
+
+
+# Following a job only reads: a server restart or a dropped connection mid-batch is waited out
+# (about a minute in all) rather than reported as a failed ingest.
+_patiently = Retrying(
+    retry=retry_if_exception(_passing),
+    wait=wait_random_exponential(multiplier=0.5, max=15),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
 
 
 def _client(url: str, api_key: str) -> httpx.Client:
@@ -34,7 +56,7 @@ def _check(response: httpx.Response) -> Any:  # Any: the server's JSON
             detail = f"{problem.get('title')}: {problem.get('detail')}"
         except json.JSONDecodeError:
             detail = response.text
-        raise ClientError(f"HTTP {response.status_code} {detail}")
+        raise ClientError(f"HTTP {response.status_code} {detail}", status=response.status_code)
     return response.json()
 
 
@@ -114,8 +136,10 @@ def _follow(
         for job_id in jobs:
             if latest.get(job_id, {}).get("state") not in TERMINAL_JOB_STATES:
                 # Only the failed documents are listed: the counts tell the rest.
-                latest[job_id] = _check(
-                    client.get(f"/v1/jobs/{job_id}", params={"state": "failed"})
+                latest[job_id] = _patiently(
+                    lambda job_id=job_id: _check(
+                        client.get(f"/v1/jobs/{job_id}", params={"state": "failed"})
+                    )
                 )
         counts = [job["counts"] for job in latest.values()]
         progress.update(task, completed=sum(c["indexed"] + c["failed"] for c in counts))

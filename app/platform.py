@@ -119,6 +119,7 @@ def build_platform(
         embedder=batching,
         chunking=settings.chunking,
         ingestion=settings.ingestion,
+        max_attempts=settings.workers.max_attempts,
     )
     min_score = settings.retrieval.min_score
     query_deps = QueryDeps(

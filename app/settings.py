@@ -42,7 +42,13 @@ class WorkerConfig(BaseModel):
         "shoal.index", min_length=1, description="Celery queue that indexing tasks go to."
     )
     max_attempts: int = Field(
-        5, ge=1, le=50, description="Tries of a document whose store or database is unavailable."
+        5,
+        ge=1,
+        le=50,
+        description=(
+            "Tries of a document before it fails with the reason: retries while the store or "
+            "database is unavailable, and starts that never finished (a worker died on it)."
+        ),
     )
     visibility_timeout_s: int = Field(
         600,

@@ -94,14 +94,36 @@ class BatchingEmbedder:
                 self._thread.start()
 
     def _serve(self) -> None:
+        batch: list[_Request] = []
+        try:
+            while True:
+                first = self._requests.get()
+                if first is None:
+                    return
+                batch, stop = self._gather(first)
+                self._encode(batch)
+                batch = []
+                if stop:
+                    return
+        except BaseException as exc:
+            # Never leave a caller waiting on a thread that is gone: fail what it held and
+            # what is queued, and let the next call start a new thread.
+            for request in batch:
+                if not request.result.done():
+                    request.result.set_exception(exc)
+            self._fail_queued(exc)
+            if self._thread is threading.current_thread():  # no lock: close() may hold it
+                self._thread = None
+            raise
+
+    def _fail_queued(self, exc: BaseException) -> None:
         while True:
-            first = self._requests.get()
-            if first is None:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
                 return
-            batch, stop = self._gather(first)
-            self._encode(batch)
-            if stop:
-                return
+            if request is not None:
+                request.result.set_exception(exc)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """``first`` plus whatever else is queued (or arrives within ``max_wait_s``), until the

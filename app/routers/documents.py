@@ -86,6 +86,9 @@ async def upload_documents(
     namespace = await run_in_threadpool(
         namespaces.get_namespace, session, tenant_id=tenant_id, name=ns
     )
+    # End the read transaction before the body streams in: on SQLite every transaction holds
+    # the write lock (BEGIN IMMEDIATE), which indexing workers wait on meanwhile.
+    await run_in_threadpool(session.commit)
     limit = platform.settings.max_upload_mb * 1024 * 1024
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,6 +26,8 @@ from ingestion.parsers import (
     split_records,
 )
 from retrieval.stores.base import VectorStore
+
+log = structlog.get_logger(__name__)
 
 # Inserts of one document before giving up: each retry follows a racing upload's commit.
 _CLAIM_ATTEMPTS = 10
@@ -132,6 +135,7 @@ def upload(
         document, duplicate = _claim(session, namespace, item, media_type, content_hash)
         if duplicate and document.state == DocumentState.FAILED:
             document.state, document.reason = DocumentState.QUEUED, None
+            document.attempts = 0  # a fresh start: its earlier tries count no more
             to_enqueue.append(document.id)
         elif not duplicate:
             to_enqueue.append(document.id)
@@ -149,7 +153,13 @@ def upload(
     session.commit()
     # Enqueue only after commit: a worker must find the rows it is handed.
     if to_enqueue:
-        enqueue(namespace.tenant_id, list(dict.fromkeys(to_enqueue)))
+        try:
+            enqueue(namespace.tenant_id, list(dict.fromkeys(to_enqueue)))
+        except Exception:
+            # The rows are committed and the answer is a 202 either way: the reaper queues
+            # documents left `queued` without a message (a broker outage must not make the
+            # client retry an upload that was recorded).
+            log.exception("enqueue_failed", job_id=job.id, documents=len(to_enqueue))
     return UploadResult(job=job, documents=results, response=response)
 
 
@@ -316,19 +326,23 @@ def get_document(session: Session, *, namespace: Namespace, document_id: str) ->
 def delete_document(
     session: Session, *, namespace: Namespace, document_id: str, store: VectorStore
 ) -> None:
-    """Remove a document's points, then the document.
+    """Remove a document's points, then the document, then its points once more.
 
     Points go first: if the store fails, the document still exists and the delete can be
-    retried; the reverse order could leave unreachable points that still answer queries.
+    retried. The second sweep is for a worker indexing the document at that moment: points it
+    wrote between the first sweep and the row's deletion are taken now, and a worker that
+    writes after the row is gone finds no row to publish to and removes its own points.
 
     Raises:
         NotFoundError: no such document in this namespace.
         StoreUnavailableError: the points could not be removed (the document is kept).
     """
     document = get_document(session, namespace=namespace, document_id=document_id)
-    store.delete(namespace.collection, where=document_where(document))
+    where = document_where(document)
+    store.delete(namespace.collection, where=where)
     session.delete(document)
     session.commit()
+    store.delete(namespace.collection, where=where)
 
 
 def document_where(document: Document) -> dict[str, str]:

@@ -9,6 +9,7 @@ database raises :class:`workers.errors.TransientError` for the runner to retry.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class IndexingDeps:
     embedder: IndexingEmbedder
     chunking: ChunkingConfig
     ingestion: IngestionConfig
+    max_attempts: int  # claims of one document before it fails (SHOAL_WORKERS__MAX_ATTEMPTS)
 
 
 def point_id(document_id: str, ordinal: int) -> str:
@@ -100,7 +102,9 @@ def ingest_document(document_id: str, *, deps: IndexingDeps) -> None:
         _ingest(document_id, deps)
     except (StoreUnavailableError, OperationalError) as exc:
         log.warning("indexing_transient_failure", document_id=document_id, error=str(exc))
-        _set_state(deps, document_id, DocumentState.QUEUED, reason=None)
+        # If the database is the outage, the retry (or the reaper) finds the row as it is.
+        with contextlib.suppress(OperationalError):
+            _set_state(deps, document_id, DocumentState.QUEUED, reason=None)
         raise TransientError(str(exc)) from exc
 
 
@@ -125,6 +129,17 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
             return  # deleted meanwhile, or a redelivery of finished work
         namespace = session.get(Namespace, document.namespace_id)
         if namespace is None:
+            return
+        if document.attempts >= deps.max_attempts:
+            # Every earlier try ended without a verdict: a worker died on it (a document that
+            # exhausts memory kills each worker it reaches) or it was retried out. Stop here.
+            document.state = DocumentState.FAILED
+            document.reason = (
+                f"gave up after {document.attempts} attempts: indexing never finished "
+                "(a worker stopped while indexing it)"
+            )
+            session.commit()
+            DOCUMENTS.labels("failed").inc()
             return
         document.state, document.reason = DocumentState.PARSING, None
         document.attempts += 1
@@ -212,7 +227,9 @@ def _set_state(
 ) -> None:
     with deps.sessions() as session:
         document = session.get(Document, document_id)
-        if document is None:
+        if document is None or document.state == DocumentState.INDEXED:
+            # Indexed by another run of the same task (a redelivery overlapping a slow first
+            # run): that verdict stands; this run's later steps must not take it back.
             return
         document.state, document.reason = state, reason
         session.commit()
