@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -12,7 +14,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from app.db.models import Document
 from app.errors import InvalidRequestError, PayloadTooLargeError
@@ -95,10 +96,6 @@ async def upload_documents(
         raise PayloadTooLargeError(
             f"request body over the {platform.settings.max_upload_mb} MiB limit"
         )
-    request_hash = None
-    if idempotency_key is not None:
-        request_hash = RequestHash(namespace.id)
-        request = _hashing(request, request_hash)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         items = await _multipart_items(request, limit)
@@ -113,8 +110,8 @@ async def upload_documents(
         ingestion=platform.settings.ingestion,
         idempotency=(
             None
-            if idempotency_key is None or request_hash is None
-            else make_claim(idempotency_key, request_hash.hexdigest())
+            if idempotency_key is None
+            else make_claim(idempotency_key, _request_hash(namespace.id, items))
         ),
     )
     if result.replayed:
@@ -176,17 +173,16 @@ def _public(document: Document) -> DocumentPublic:
     )
 
 
-def _hashing(request: Request, request_hash: RequestHash) -> Request:
-    """The same request, each body chunk fed to ``request_hash`` as it is read (no copy)."""
-    receive = request.receive
-
-    async def hashing_receive() -> Message:
-        message = await receive()
-        if message["type"] == "http.request":
-            request_hash.update(message.get("body", b""))
-        return message
-
-    return Request(request.scope, hashing_receive)
+def _request_hash(namespace_id: str, items: Sequence[UploadItem]) -> str:
+    """What makes two uploads the same request: namespace, and each document's bytes, name,
+    declared type, external id and metadata, in order. Not the raw body: a client retrying a
+    multipart upload encodes it with a new random boundary."""
+    digest = RequestHash(namespace_id)
+    for item in items:
+        fields = [item.filename, item.declared_type, item.external_id, item.metadata]
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode() + b"\0")
+        digest.update(hashlib.sha256(item.data).digest())
+    return digest.hexdigest()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

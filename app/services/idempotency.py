@@ -3,8 +3,10 @@
 A client that sends ``Idempotency-Key: <key>`` with an upload may send the same request again
 (a timeout, a dropped connection) and get the first ``202`` answer back, naming the same job.
 Keys belong to the caller's tenant, so two tenants never collide on one. A key identifies one
-request: the hash of the namespace and the raw body bytes is stored with it, and the same key
-with another hash is refused (:class:`~app.errors.IdempotencyKeyReusedError`).
+request: a hash of the namespace and the documents (each one's bytes, name, declared type,
+external id and metadata; not the raw body, which a multipart client re-encodes with a new
+boundary on every try) is stored with it, and the same key with another hash is refused
+(:class:`~app.errors.IdempotencyKeyReusedError`).
 
 The claim is the database's unique constraint on ``(tenant_id, key)``, inserted in the same
 transaction as the job (:func:`app.services.documents.upload`): of two concurrent requests
@@ -40,7 +42,7 @@ class IdempotencyClaim:
 
 
 class RequestHash:
-    """The sha256 of a request's namespace and raw body, fed as the body streams in."""
+    """A sha256 that starts with a request's namespace; the caller feeds it the documents."""
 
     def __init__(self, namespace_id: str) -> None:
         self._digest = hashlib.sha256(namespace_id.encode() + b"\0")

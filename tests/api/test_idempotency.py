@@ -113,6 +113,27 @@ def test_a_multipart_retry_with_the_same_bytes_is_replayed(api: Api) -> None:
     )
 
 
+def test_a_client_retry_of_the_same_files_is_replayed_whatever_its_boundary(api: Api) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs")
+    files = [("files", ("otters.txt", OTTERS["text"].encode(), "text/plain"))]
+    headers = {**api.headers(tenant.write_key), "Idempotency-Key": "files-1"}
+    sent = [
+        api.client.post("/v1/namespaces/docs/documents", files=files, headers=headers)
+        for _ in range(2)
+    ]
+    assert [s.status_code for s in sent] == [202, 202], sent[0].text
+    assert sent[1].headers.get("Idempotent-Replayed") == "true"
+    assert sent[0].json() == sent[1].json()
+    other = [("files", ("otters.txt", ETNA["text"].encode(), "text/plain"))]
+    assert_problem(
+        api.client.post("/v1/namespaces/docs/documents", files=other, headers=headers),
+        422,
+        "idempotency-key-reused",
+    )
+    assert jobs_in_database(api) == 1
+
+
 def test_concurrent_requests_with_one_key_make_one_job(api_any_db: Api) -> None:
     api = api_any_db
     tenant = make_tenant(api, "acme")
