@@ -20,21 +20,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-
-class Embedder(Protocol):
-    @property
-    def model_id(self) -> str: ...
-    @property
-    def max_seq_length(self) -> int: ...
-    def count_tokens(self, text: str) -> int: ...
-    def encode(
-        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
-    ) -> npt.NDArray[np.float32]: ...
+from ingestion.embedder import Embedder
 
 
 @dataclass

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,23 @@ def resolve_model_path(model: str) -> Path:
         "directory; no model hub is used, so download the sentence-transformers model "
         "elsewhere and set SHOAL_EMBEDDING__MODEL to its directory"
     )
+
+
+class Embedder(Protocol):
+    """What indexing needs of an embedding model: its limits, its token count, its vectors.
+
+    :class:`SentenceTransformerEmbedder` is one; :class:`ingestion.batching.BatchingEmbedder`
+    wraps one and is one too.
+    """
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def max_seq_length(self) -> int: ...
+    def count_tokens(self, text: str) -> int: ...
+    def encode(
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]: ...
 
 
 class SentenceTransformerEmbedder:

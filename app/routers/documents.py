@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -26,7 +24,7 @@ from app.schemas import (
 )
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
-from app.services.idempotency import KEY_TTL, MAX_KEY_LENGTH, RequestHash, make_claim
+from app.services.idempotency import KEY_TTL, MAX_KEY_LENGTH, make_claim, request_hash
 from app.services.keys import WRITE, authorize_tenant_reader, authorize_tenant_scope
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
@@ -63,9 +61,9 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=MAX_KEY_LENGTH,
         description=(
-            "Makes a retry safe: the same key with the same namespace and body within "
+            "Makes a retry safe: the same key with the same namespace and documents within "
             f"{KEY_TTL.total_seconds() / 3600:g} hours returns the first answer and job; with "
-            "another body it is a 422."
+            "other documents it is a 422."
         ),
     ),
 ]
@@ -111,7 +109,7 @@ async def upload_documents(
         idempotency=(
             None
             if idempotency_key is None
-            else make_claim(idempotency_key, _request_hash(namespace.id, items))
+            else make_claim(idempotency_key, request_hash(namespace.id, items))
         ),
     )
     if result.replayed:
@@ -171,18 +169,6 @@ def _public(document: Document) -> DocumentPublic:
         created_at=document.created_at,
         updated_at=document.updated_at,
     )
-
-
-def _request_hash(namespace_id: str, items: Sequence[UploadItem]) -> str:
-    """What makes two uploads the same request: namespace, and each document's bytes, name,
-    declared type, external id and metadata, in order. Not the raw body: a client retrying a
-    multipart upload encodes it with a new random boundary."""
-    digest = RequestHash(namespace_id)
-    for item in items:
-        fields = [item.filename, item.declared_type, item.external_id, item.metadata]
-        digest.update(json.dumps(fields, sort_keys=True, default=str).encode() + b"\0")
-        digest.update(hashlib.sha256(item.data).digest())
-    return digest.hexdigest()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db.models import IdempotencyKey, utcnow
 from app.errors import IdempotencyKeyReusedError, InvalidRequestError
+
+if TYPE_CHECKING:  # documents imports this module
+    from app.services.documents import UploadItem
 
 HEADER = "Idempotency-Key"
 KEY_TTL = dt.timedelta(hours=24)
@@ -41,21 +47,20 @@ class IdempotencyClaim:
     request_hash: str
 
 
-class RequestHash:
-    """A sha256 that starts with a request's namespace; the caller feeds it the documents."""
-
-    def __init__(self, namespace_id: str) -> None:
-        self._digest = hashlib.sha256(namespace_id.encode() + b"\0")
-
-    def update(self, chunk: bytes) -> None:
-        self._digest.update(chunk)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+def request_hash(namespace_id: str, items: Sequence[UploadItem]) -> str:
+    """What makes two uploads the same request: the namespace, and each document's bytes,
+    name, declared type, external id and metadata, in order (not the raw body: a client
+    retrying a multipart upload encodes it with a new random boundary)."""
+    digest = hashlib.sha256(namespace_id.encode() + b"\0")
+    for item in items:
+        fields = [item.filename, item.declared_type, item.external_id, item.metadata]
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode() + b"\0")
+        digest.update(hashlib.sha256(item.data).digest())
+    return digest.hexdigest()
 
 
 def make_claim(key: str, request_hash: str) -> IdempotencyClaim:
-    """The claim of the request whose :class:`RequestHash` is ``request_hash``, under ``key``.
+    """The claim of the request whose :func:`request_hash` is ``request_hash``, under ``key``.
 
     Raises:
         InvalidRequestError: the key is empty or longer than :data:`MAX_KEY_LENGTH`.

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import OperationalError
@@ -27,6 +26,7 @@ from app.services.namespaces import collection_spec
 from ingestion.chunking import chunk
 from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.document import Chunk, ParsedDocument
+from ingestion.embedder import Embedder
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
 from ingestion.prompt_tokens import count_prompt_tokens
@@ -41,24 +41,11 @@ POINT_NAMESPACE = uuid.UUID("5f0a7d1e-3c55-4d8e-9a51-6b1f2f3c9e10")
 UPSERT_BATCH = 256
 
 
-class IndexingEmbedder(Protocol):
-    """What indexing needs from the embedding model (ingestion's embedder has it)."""
-
-    @property
-    def model_id(self) -> str: ...
-    @property
-    def max_seq_length(self) -> int: ...
-    def count_tokens(self, text: str) -> int: ...
-    def encode(  # Any: a numpy array, one row per text
-        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
-    ) -> Any: ...
-
-
 @dataclass(frozen=True)
 class IndexingDeps:
     sessions: sessionmaker[Session]
     store: VectorStore
-    embedder: IndexingEmbedder
+    embedder: Embedder
     chunking: ChunkingConfig
     ingestion: IngestionConfig
     max_attempts: int  # claims of one document before it fails (SHOAL_WORKERS__MAX_ATTEMPTS)

@@ -14,7 +14,7 @@ from app.db.models import IdempotencyKey, Job, Namespace, utcnow
 from app.errors import IdempotencyKeyReusedError, InvalidRequestError
 from app.services import documents, tenants
 from app.services.documents import UploadItem, UploadResult
-from app.services.idempotency import MAX_KEY_LENGTH, RequestHash, make_claim
+from app.services.idempotency import MAX_KEY_LENGTH, make_claim, request_hash
 from retrieval.stores.edge import EdgeStore
 from tests.app.test_storage import count, make_tenant_with_namespace
 
@@ -26,15 +26,14 @@ def upload(
     key: str = "key-1",
     enqueued: list[str] | None = None,
 ) -> UploadResult:
-    request_hash = RequestHash(namespace.id)
-    request_hash.update(body)
+    items = [UploadItem(data=body, filename="a.txt")]
     with session_factory() as session:
         return documents.upload(
             session,
             namespace=namespace,
-            items=[UploadItem(data=body, filename="a.txt")],
+            items=items,
             enqueue=lambda _tenant, ids: (enqueued if enqueued is not None else []).extend(ids),
-            idempotency=make_claim(key, request_hash.hexdigest()),
+            idempotency=make_claim(key, request_hash(namespace.id, items)),
         )
 
 

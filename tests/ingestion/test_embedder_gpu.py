@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ingestion.config import CUDA_BATCH_SIZE, EmbeddingConfig
 from ingestion.embedder import SentenceTransformerEmbedder
-
-torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.gpu,
