@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from retrieval.generation.base import Answer, Citation, GenerationBackend, Passage
+from retrieval.generation.base import (
+    Answer,
+    Citation,
+    Delta,
+    GenerationBackend,
+    Passage,
+    StreamEvent,
+)
 
-__all__ = ["Answer", "Citation", "GenerationBackend", "Passage"]
+__all__ = ["Answer", "Citation", "Delta", "GenerationBackend", "Passage", "StreamEvent"]

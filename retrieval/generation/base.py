@@ -7,7 +7,7 @@ extractive backend quotes; LLM backends (issue 6) will paraphrase but cite the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,8 +54,28 @@ class Answer:
     completion_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Delta:
+    """A piece of answer text, in the order a streaming backend produced it."""
+
+    text: str
+
+
+# What :meth:`GenerationBackend.stream` yields: deltas, then exactly one final Answer.
+StreamEvent = Delta | Answer
+
+
 class GenerationBackend(Protocol):
-    """Answers a question from passages, citing them, or abstains."""
+    """Answers a question from passages, citing them, or abstains.
+
+    ``name`` identifies the backend in routes, responses and metrics (``extractive``,
+    ``openai:<model>``, ``local:<model>``).
+    """
+
+    @property
+    def name(self) -> str:
+        """Stable identifier of the backend and its model."""
+        ...
 
     def generate(
         self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
@@ -65,5 +85,15 @@ class GenerationBackend(Protocol):
         ``question_vector`` is the question's unit-length embedding, already computed for
         retrieval, so backends that score text against the question need not embed it again.
         With no passage good enough the answer abstains: ``answerable=False``, no citations.
+        """
+        ...
+
+    def stream(
+        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+    ) -> Iterator[StreamEvent]:
+        """:meth:`generate`, incrementally: :class:`Delta` pieces as they are produced, then
+        exactly one :class:`Answer`, whose ``text`` is the deltas joined.
+
+        Raises what :meth:`generate` raises, before the first delta or between two.
         """
         ...

@@ -7,14 +7,14 @@ sentences closest to the question, each followed by a ``[n]`` marker naming its 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from retrieval.embedding import Embedder
-from retrieval.generation.base import Answer, Citation, Passage
+from retrieval.generation.base import Answer, Citation, Delta, Passage, StreamEvent
 
 ABSTAIN_TEXT = "The documents in this namespace do not contain an answer to this question."
 
@@ -161,6 +161,11 @@ class ExtractiveGenerator:
         self._max_sentences = max_sentences
         self._min_score = min_score
 
+    @property
+    def name(self) -> str:
+        """``extractive``: the backend that calls no model."""
+        return "extractive"
+
     def generate(
         self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
     ) -> Answer:
@@ -180,6 +185,14 @@ class ExtractiveGenerator:
         best = np.argsort(-scores, kind="stable")[: self._max_sentences]
         chosen = sorted((candidates[i] for i in best), key=lambda c: (c.rank, c.position))
         return quote([(c.passage, c.text) for c in chosen])
+
+    def stream(
+        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+    ) -> Iterator[StreamEvent]:
+        """:meth:`generate` as one delta and the answer: quoting has nothing to stream."""
+        answer = self.generate(question, question_vector, passages)
+        yield Delta(answer.text)
+        yield answer
 
 
 def _candidates(passages: Sequence[Passage]) -> list[_Candidate]:
