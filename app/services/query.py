@@ -18,7 +18,7 @@ from retrieval.cache import EmbeddingCache, embed_query
 from retrieval.embedding import Embedder
 from retrieval.generation.base import Answer, GenerationBackend, Passage
 from retrieval.search import MAX_LIMIT, search
-from retrieval.stores.base import Hit, VectorStore
+from retrieval.stores.base import Hit, SearchRequest, VectorStore
 
 # Searches of one question while hits keep being dropped (see _search_visible).
 _SEARCH_ATTEMPTS = 3
@@ -140,10 +140,9 @@ def _search_visible(
         hits = search(
             store,
             namespace.collection,
-            vector,
+            SearchRequest(vector, limit=limit),
             tenant_id=tenant_id,
             namespace_id=namespace.id,
-            limit=limit,
         )
         visible = visible_documents(session, {str(h.payload["document_id"]) for h in hits})
         kept = [h for h in hits if str(h.payload["document_id"]) in visible]

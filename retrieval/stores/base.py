@@ -10,14 +10,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from retrieval.filters import Expr
 
 # Payload values are JSON: this is a boundary type.
 Payload = dict[str, Any]
 Scalar = str | int | float | bool
 
-# An equality filter: every key must equal its value. Issue 6 grows this into the filter language.
+# Equalities every point must satisfy: the tenant, namespace and document scoping the services
+# add to every call. Users' conditions travel separately, as a filters.Expr.
 Where = Mapping[str, Scalar]
+
+# The payload field holding a chunk's text; stores index it for BM25.
+TEXT_FIELD = "text"
+
+# How a search ranks: by the dense vector, by BM25 over TEXT_FIELD, or both fused (RRF).
+SearchMode = Literal["dense", "lexical", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 
 # Collection names become directory names under the embedded store's root, so the alphabet
 # leaves no way out of it ("/", "." and ".." are impossible); both stores apply the same rule.
@@ -43,7 +55,7 @@ class CollectionSpec:
 
     ``indexed_fields`` maps a payload key to one of ``keyword``, ``integer``, ``float``,
     ``bool``, ``datetime``. ``tenant_id``, ``namespace_id`` and ``document_id`` are always
-    indexed as keywords.
+    indexed as keywords, and :data:`TEXT_FIELD` as full text with BM25 scoring.
     """
 
     dimension: int
@@ -74,6 +86,14 @@ def payload_indexes(spec: CollectionSpec) -> dict[str, str]:
     }
 
 
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine similarity of two vectors (0 when either is zero)."""
+    u = np.asarray(a, dtype=np.float64)
+    v = np.asarray(b, dtype=np.float64)
+    norms = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return float(u @ v) / norms if norms else 0.0
+
+
 @dataclass(frozen=True)
 class Point:
     """One chunk's vector. ``id`` is a UUID string derived from document id and ordinal."""
@@ -85,11 +105,46 @@ class Point:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: the point id, its cosine similarity and its payload."""
+    """A search result: the point id, its ranking score, its cosine similarity and its payload.
+
+    ``score`` orders the results of one search and means what the mode makes it: the cosine
+    (dense), a BM25 score (lexical), a fused reciprocal-rank score (hybrid). ``similarity`` is
+    always the cosine between the query vector and the point's, comparable across modes:
+    abstention and citations use it.
+    """
 
     id: str
     score: float
     payload: Payload
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search of a collection.
+
+    ``where`` and ``filter`` together restrict the candidates in every mode; ``text`` is what
+    BM25 ranks by (required unless ``mode`` is dense). In hybrid mode each signal contributes
+    its best ``candidates`` points and reciprocal rank fusion
+    (``weight / (rrf_k + rank)``, ranks counted from 0, summed) orders their union.
+    """
+
+    vector: Sequence[float]
+    limit: int
+    where: Where = field(default_factory=dict)
+    filter: Expr | None = None
+    text: str | None = None
+    mode: SearchMode = "dense"
+    candidates: int = 100
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {self.candidates}")
+        if self.mode != "dense" and not (self.text and self.text.strip()):
+            raise ValueError(f"a {self.mode} search needs text")
 
 
 class VectorStore(Protocol):
@@ -108,8 +163,8 @@ class VectorStore(Protocol):
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         """Insert or overwrite points by id; durable when the call returns."""
 
-    def search(self, name: str, vector: Sequence[float], *, where: Where, limit: int) -> list[Hit]:
-        """Nearest points by cosine similarity among those matching ``where``, best first.
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        """The ``request.limit`` best points matching its conditions, best first.
 
         A collection that does not exist yields no hits.
         """
@@ -117,8 +172,8 @@ class VectorStore(Protocol):
     def delete(self, name: str, *, where: Where) -> None:
         """Delete every point matching ``where``; no error if the collection does not exist."""
 
-    def count(self, name: str, *, where: Where) -> int:
-        """Number of points matching ``where`` (0 when the collection does not exist)."""
+    def count(self, name: str, *, where: Where, filter: Expr | None = None) -> int:
+        """Number of points matching ``where`` and ``filter`` (0 if the collection is missing)."""
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the store can serve calls (readiness)."""

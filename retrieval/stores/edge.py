@@ -25,15 +25,19 @@ from typing import overload
 import numpy as np
 import qdrant_edge as edge
 
+from retrieval import filters as f
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores.base import (
     TENANT_FIELD,
+    TEXT_FIELD,
     CollectionSpec,
     Hit,
     Point,
     Scalar,
+    SearchRequest,
     Where,
     check_collection_name,
+    cosine,
     payload_indexes,
 )
 
@@ -55,22 +59,70 @@ def _index_params(field: str, field_type: str) -> edge.PayloadSchemaParams:
     return edge.DatetimeIndexParams()  # payload_indexes admits no other type
 
 
-def _condition(key: str, value: Scalar) -> edge.FieldCondition:
+def _text_index() -> edge.TextIndexParams:
+    # English word tokens, lowercased, stop words dropped, Snowball-stemmed; BM25 scoring.
+    return edge.TextIndexParams(
+        tokenizer=edge.TokenizerType.Word,
+        lowercase=True,
+        stopwords=edge.Language.English,
+        stemmer=edge.SnowballParams(edge.SnowballLanguage.English),
+        scoring=True,
+    )
+
+
+def _match(value: str | int | bool) -> edge.MatchValue:
     if isinstance(value, bool):
         # Edge 0.9 reads MatchValue(True) as the integer 1 (its Rust side tries str, then int,
         # then bool, and Python's bool is an int), which never equals a stored boolean.
         # numpy.bool_ is not an int, so it reaches the bool variant; the stub does not list it.
         # The contract suite's boolean filter test pins this.
-        match = edge.MatchValue(np.bool_(value))  # type: ignore[arg-type]
-        return edge.FieldCondition(key=key, match=match)
-    if isinstance(value, float):
+        return edge.MatchValue(np.bool_(value))  # type: ignore[arg-type]
+    return edge.MatchValue(value)
+
+
+def _equals(key: str, kind: str | None, value: Scalar) -> edge.FieldCondition:
+    if kind == "datetime":
+        return edge.FieldCondition(
+            key=key, range=edge.RangeDateTime(gte=str(value), lte=str(value))
+        )
+    if isinstance(value, float) or kind == "float":
         # MatchValue takes no floats; a closed range of one point is float equality.
-        return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=value, lte=value))
-    return edge.FieldCondition(key=key, match=edge.MatchValue(value))
+        point = float(value)
+        return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=point, lte=point))
+    return edge.FieldCondition(key=key, match=_match(value))
 
 
-def _filter(where: Where) -> edge.Filter:
-    return edge.Filter(must=[_condition(key, value) for key, value in where.items()])
+def _translate(expr: f.Expr) -> edge.ConditionType:
+    """``expr`` as an Edge condition; see :mod:`retrieval.filters` for the semantics."""
+    if isinstance(expr, f.And):
+        return edge.Filter(must=[_translate(e) for e in expr.items])
+    if isinstance(expr, f.Or):
+        return edge.Filter(should=[_translate(e) for e in expr.items])
+    if isinstance(expr, f.Not):
+        return edge.Filter(must_not=[_translate(expr.item)])
+    if isinstance(expr, f.Exists):
+        empty = edge.IsEmptyCondition(key=expr.key)
+        return edge.Filter(must_not=[empty]) if expr.present else empty
+    if isinstance(expr, f.Eq):
+        return _equals(expr.key, expr.kind, expr.value)
+    if isinstance(expr, f.In):
+        if expr.kind in ("keyword", "integer"):
+            return edge.FieldCondition(key=expr.key, match=edge.MatchAny(list(expr.values)))  # type: ignore[arg-type]
+        return edge.Filter(should=[_equals(expr.key, expr.kind, v) for v in expr.values])
+    if expr.kind == "datetime":
+        bounds = {b: getattr(expr, b) for b in f.RANGE_BOUNDS}
+        return edge.FieldCondition(key=expr.key, range=edge.RangeDateTime(**bounds))
+    bounds = {b: getattr(expr, b) for b in f.RANGE_BOUNDS}
+    return edge.FieldCondition(key=expr.key, range=edge.RangeFloat(**bounds))
+
+
+def _filter(where: Where, expr: f.Expr | None = None) -> edge.Filter | None:
+    conditions: list[edge.ConditionType] = [
+        _equals(key, None, value) for key, value in where.items()
+    ]
+    if expr is not None:
+        conditions.append(_translate(expr))
+    return edge.Filter(must=conditions) if conditions else None
 
 
 @contextmanager
@@ -124,7 +176,11 @@ class EdgeStore:
             for field, field_type in missing.items():
                 params = _index_params(field, field_type)
                 shard.update(edge.UpdateOperation.create_field_index(field, params))
-            if missing:
+            if TEXT_FIELD not in existing:
+                # Shards created before hybrid search gain the index here, built from the
+                # payloads they hold.
+                shard.update(edge.UpdateOperation.create_field_index(TEXT_FIELD, _text_index()))
+            if missing or TEXT_FIELD not in existing:
                 shard.flush()
 
     def drop_collection(self, name: str) -> None:
@@ -166,8 +222,10 @@ class EdgeStore:
             shard.update(edge.UpdateOperation.upsert_points(edge_points))
             self._flush_if_due(name, shard)
 
-    def search(self, name: str, vector: Sequence[float], *, where: Where, limit: int) -> list[Hit]:
-        """Nearest points by cosine among those matching ``where``, best first ([] if missing).
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        """The best points for ``request``, best first ([] if the collection is missing).
+
+        Hybrid mode is one engine call: two prefetches (dense, BM25) fused by weighted RRF.
 
         Raises:
             ValueError: invalid name.
@@ -176,16 +234,45 @@ class EdgeStore:
         shard = self._open(check_collection_name(name))
         if shard is None:
             return []
-        request = edge.QueryRequest(
-            query=edge.Query.Nearest([float(x) for x in vector]),
-            limit=limit,
-            filter=_filter(where) if where else None,
-            with_payload=True,
-        )
+        vector = [float(x) for x in request.vector]
+        conditions = _filter(request.where, request.filter)
+        dense = edge.Query.Nearest(vector)
+        lexical = edge.TextQuery(TEXT_FIELD, request.text or "")
+        if request.mode == "hybrid":
+            query = edge.QueryRequest(
+                prefetches=[
+                    edge.Prefetch(limit=request.candidates, query=dense, filter=conditions),
+                    edge.Prefetch(limit=request.candidates, query=lexical, filter=conditions),
+                ],
+                query=edge.Fusion.Rrf(  # type: ignore[arg-type]  # the stub omits nested classes
+                    k=request.rrf_k, weights=[request.dense_weight, request.lexical_weight]
+                ),
+                limit=request.limit,
+                with_payload=True,
+                with_vector=True,
+            )
+        else:
+            query = edge.QueryRequest(
+                query=dense if request.mode == "dense" else lexical,
+                limit=request.limit,
+                filter=conditions,
+                with_payload=True,
+                with_vector=request.mode != "dense",
+            )
         with _engine_errors("search", name):
-            scored = shard.query(request)
+            scored = shard.query(query)
         # Edge returns UUID ids as uuid.UUID; the Protocol speaks strings.
-        return [Hit(id=str(s.id), score=float(s.score), payload=s.payload or {}) for s in scored]
+        return [
+            Hit(
+                id=str(s.id),
+                score=float(s.score),
+                payload=s.payload or {},
+                similarity=(
+                    float(s.score) if request.mode == "dense" else cosine(vector, s.vector)  # type: ignore[arg-type]
+                ),
+            )
+            for s in scored
+        ]
 
     def delete(self, name: str, *, where: Where) -> None:
         """Delete every point matching ``where`` (all of them if empty), in the log on return.
@@ -200,11 +287,14 @@ class EdgeStore:
         if shard is None:
             return
         with _engine_errors("delete from", name):
-            shard.update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
+            shard.update(
+                edge.UpdateOperation.delete_points_by_filter(_filter(where) or edge.Filter())
+            )
             self._flush_if_due(name, shard)
 
-    def count(self, name: str, *, where: Where) -> int:
-        """Exact number of points matching ``where`` (0 when the collection does not exist).
+    def count(self, name: str, *, where: Where, filter: f.Expr | None = None) -> int:
+        """Exact number of points matching ``where`` and ``filter`` (0 if the collection is
+        missing).
 
         Raises:
             ValueError: invalid name.
@@ -214,7 +304,7 @@ class EdgeStore:
         if shard is None:
             return 0
         with _engine_errors("count", name):
-            request = edge.CountRequest(exact=True, filter=_filter(where) if where else None)
+            request = edge.CountRequest(exact=True, filter=_filter(where, filter))
             return shard.count(request)
 
     def ping(self) -> None:

@@ -17,15 +17,19 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
+from retrieval import filters as f
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores.base import (
     TENANT_FIELD,
+    TEXT_FIELD,
     CollectionSpec,
     Hit,
     Point,
     Scalar,
+    SearchRequest,
     Where,
     check_collection_name,
+    cosine,
     payload_indexes,
 )
 
@@ -51,15 +55,70 @@ _SCHEMA: dict[str, models.PayloadSchemaType] = {
 }
 
 
-def _condition(key: str, value: Scalar) -> models.FieldCondition:
-    if isinstance(value, float):
+def _text_index(*, local: bool) -> models.TextIndexParams:
+    """The BM25 text index of :data:`TEXT_FIELD`: English words, lowercased, stop words dropped,
+    Snowball-stemmed, like the embedded store's.
+
+    qdrant-client's local mode serves text queries only with default tokenization (no stop
+    words, no stemmer); there, and only there, the index is the plain one.
+    """
+    if local:
+        return models.TextIndexParams(
+            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, scoring=True
+        )
+    return models.TextIndexParams(
+        type=models.TextIndexType.TEXT,
+        tokenizer=models.TokenizerType.WORD,
+        lowercase=True,
+        stopwords=models.Language.ENGLISH,
+        stemmer=models.SnowballParams(
+            type=models.Snowball.SNOWBALL, language=models.SnowballLanguage.ENGLISH
+        ),
+        scoring=True,
+    )
+
+
+def _equals(key: str, kind: str | None, value: Scalar) -> models.FieldCondition:
+    if kind == "datetime":
+        return models.FieldCondition(
+            key=key, range=models.DatetimeRange(gte=str(value), lte=str(value))
+        )
+    if isinstance(value, float) or kind == "float":
         # MatchValue takes no floats; a closed range of one point is float equality.
-        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+        point = float(value)
+        return models.FieldCondition(key=key, range=models.Range(gte=point, lte=point))
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def _filter(where: Where) -> models.Filter:
-    return models.Filter(must=[_condition(key, value) for key, value in where.items()])
+def _translate(expr: f.Expr) -> models.Condition:
+    """``expr`` as a Qdrant condition; see :mod:`retrieval.filters` for the semantics."""
+    if isinstance(expr, f.And):
+        return models.Filter(must=[_translate(e) for e in expr.items])
+    if isinstance(expr, f.Or):
+        return models.Filter(should=[_translate(e) for e in expr.items])
+    if isinstance(expr, f.Not):
+        return models.Filter(must_not=[_translate(expr.item)])
+    if isinstance(expr, f.Exists):
+        empty = models.IsEmptyCondition(is_empty=models.PayloadField(key=expr.key))
+        return models.Filter(must_not=[empty]) if expr.present else empty
+    if isinstance(expr, f.Eq):
+        return _equals(expr.key, expr.kind, expr.value)
+    if isinstance(expr, f.In):
+        if expr.kind in ("keyword", "integer"):
+            values = list(expr.values)
+            return models.FieldCondition(key=expr.key, match=models.MatchAny(any=values))
+        return models.Filter(should=[_equals(expr.key, expr.kind, v) for v in expr.values])
+    bounds = {b: getattr(expr, b) for b in f.RANGE_BOUNDS}
+    if expr.kind == "datetime":
+        return models.FieldCondition(key=expr.key, range=models.DatetimeRange(**bounds))
+    return models.FieldCondition(key=expr.key, range=models.Range(**bounds))
+
+
+def _filter(where: Where, expr: f.Expr | None = None) -> models.Filter | None:
+    conditions: list[models.Condition] = [_equals(k, None, v) for k, v in where.items()]
+    if expr is not None:
+        conditions.append(_translate(expr))
+    return models.Filter(must=conditions) if conditions else None
 
 
 @contextmanager
@@ -107,9 +166,14 @@ class ServerStore:
                 except _CLIENT_ERRORS:
                     if not self._client.collection_exists(name):
                         raise
+            existing = self._client.get_collection(name).payload_schema
+            if TEXT_FIELD not in existing:
+                # Collections created before hybrid search gain the index here.
+                self._client.create_payload_index(
+                    name, TEXT_FIELD, field_schema=_text_index(local=self._local), wait=True
+                )
             if self._local:
                 return
-            existing = self._client.get_collection(name).payload_schema
             for field, field_type in indexes.items():
                 if field in existing:
                     continue
@@ -153,8 +217,10 @@ class ServerStore:
         with _client_errors("upsert into", name):
             self._client.upsert(name, points=structs, wait=True)
 
-    def search(self, name: str, vector: Sequence[float], *, where: Where, limit: int) -> list[Hit]:
-        """Nearest points by cosine among those matching ``where``, best first ([] if missing).
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        """The best points for ``request``, best first ([] if the collection is missing).
+
+        Hybrid mode is one call: two prefetches (dense, BM25) fused by weighted RRF.
 
         Raises:
             ValueError: invalid name.
@@ -162,7 +228,25 @@ class ServerStore:
         """
         check_collection_name(name)
         self._check_open()
-        query_filter = _filter(where) if where else None
+        vector = [float(x) for x in request.vector]
+        conditions = _filter(request.where, request.filter)
+        lexical = models.TextQuery(text=request.text or "")
+        query: models.Query | list[float]
+        prefetch: list[models.Prefetch] | None = None
+        using: str | None = None
+        if request.mode == "hybrid":
+            prefetch = [
+                models.Prefetch(query=vector, filter=conditions, limit=request.candidates),
+                models.Prefetch(
+                    query=lexical, using=TEXT_FIELD, filter=conditions, limit=request.candidates
+                ),
+            ]
+            weights = [request.dense_weight, request.lexical_weight]
+            query = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=weights))
+        elif request.mode == "lexical":
+            query, using = lexical, TEXT_FIELD
+        else:
+            query = vector
         with _client_errors("search", name):
             # One extra round trip, but one code path: a missing collection is a 404 over REST,
             # a different status over gRPC and a ValueError in local mode.
@@ -170,12 +254,23 @@ class ServerStore:
                 return []
             response = self._client.query_points(
                 name,
-                query=[float(x) for x in vector],
-                query_filter=query_filter,
-                limit=limit,
+                query=query,
+                using=using,
+                prefetch=prefetch,
+                query_filter=conditions if prefetch is None else None,
+                limit=request.limit,
                 with_payload=True,
+                with_vectors=request.mode != "dense",
             )
-        return [Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points]
+        return [
+            Hit(
+                id=str(p.id),
+                score=p.score,
+                payload=p.payload or {},
+                similarity=p.score if request.mode == "dense" else cosine(vector, p.vector),  # type: ignore[arg-type]
+            )
+            for p in response.points
+        ]
 
     def delete(self, name: str, *, where: Where) -> None:
         """Delete every point matching ``where`` (all of them if empty); applied on return.
@@ -188,13 +283,14 @@ class ServerStore:
         """
         check_collection_name(name)
         self._check_open()
-        selector = models.FilterSelector(filter=_filter(where))
+        selector = models.FilterSelector(filter=_filter(where) or models.Filter())
         with _client_errors("delete from", name):
             if self._client.collection_exists(name):
                 self._client.delete(name, points_selector=selector, wait=True)
 
-    def count(self, name: str, *, where: Where) -> int:
-        """Exact number of points matching ``where`` (0 when the collection does not exist).
+    def count(self, name: str, *, where: Where, filter: f.Expr | None = None) -> int:
+        """Exact number of points matching ``where`` and ``filter`` (0 if the collection is
+        missing).
 
         Raises:
             ValueError: invalid name.
@@ -202,7 +298,7 @@ class ServerStore:
         """
         check_collection_name(name)
         self._check_open()
-        count_filter = _filter(where) if where else None
+        count_filter = _filter(where, filter)
         with _client_errors("count", name):
             if not self._client.collection_exists(name):
                 return 0

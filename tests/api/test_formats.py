@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ingestion.prompt_tokens import count_prompt_tokens
+from retrieval.stores.base import SearchRequest
 from tests.api.conftest import (
     assert_problem,
     make_namespace,
@@ -247,7 +248,6 @@ def test_citations_say_where_the_passage_is_and_chunks_know_their_prompt_cost(in
     namespace = api.client.get("/v1/namespaces/docs", headers=api.headers(tenant.write_key))
     collection = "ns_" + namespace.json()["id"].replace("-", "")
     [vector] = api.platform.embedder.encode([QUESTIONS["plimsoth"][0]])
-    [hit] = api.platform.store.search(
-        collection, [float(x) for x in vector], where={"document_id": ids["engine.pdf"]}, limit=1
-    )
+    request = SearchRequest(vector, where={"document_id": ids["engine.pdf"]}, limit=1)
+    [hit] = api.platform.store.search(collection, request)
     assert hit.payload["llm_tokens"] == count_prompt_tokens(hit.payload["text"]) > 0

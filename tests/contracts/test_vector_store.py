@@ -18,7 +18,7 @@ from qdrant_client import QdrantClient
 
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores import CollectionSpec, EdgeStore, Point, ServerStore, VectorStore
-from retrieval.stores.base import Scalar
+from retrieval.stores.base import Scalar, SearchRequest
 
 DIM = 8
 SPEC = CollectionSpec(dimension=DIM, indexed_fields={"metadata.year": "integer"})
@@ -107,7 +107,7 @@ def test_search_returns_the_nearest_first_with_payload(store: VectorStore) -> No
     store.upsert(COLLECTION, points)
     query = vectors[7] + 0.05 * unit_vectors(1, seed=1)[0]
 
-    hits = store.search(COLLECTION, [float(x) for x in query], where={}, limit=5)
+    hits = store.search(COLLECTION, SearchRequest([float(x) for x in query], where={}, limit=5))
 
     expected = np.argsort(-(vectors @ (query / np.linalg.norm(query))))[:5]
     assert [h.id for h in hits] == [points[i].id for i in expected]
@@ -120,7 +120,7 @@ def test_search_returns_the_nearest_first_with_payload(store: VectorStore) -> No
 def test_limit_caps_the_number_of_hits(store: VectorStore) -> None:
     store.ensure_collection(COLLECTION, SPEC)
     store.upsert(COLLECTION, make_points(unit_vectors(10)))
-    assert len(store.search(COLLECTION, [1.0] * DIM, where={}, limit=3)) == 3
+    assert len(store.search(COLLECTION, SearchRequest([1.0] * DIM, where={}, limit=3))) == 3
 
 
 def test_upserting_an_existing_id_overwrites_it(store: VectorStore) -> None:
@@ -135,7 +135,7 @@ def test_upserting_an_existing_id_overwrites_it(store: VectorStore) -> None:
     store.upsert(COLLECTION, [replaced])
 
     assert store.count(COLLECTION, where={}) == 4
-    [hit] = store.search(COLLECTION, replaced.vector, where={"v": 2}, limit=10)
+    [hit] = store.search(COLLECTION, SearchRequest(replaced.vector, where={"v": 2}, limit=10))
     assert hit.id == points[0].id
     assert hit.score == pytest.approx(1.0, abs=1e-5)
 
@@ -148,7 +148,9 @@ def test_a_tenant_filter_never_returns_another_tenants_points(store: VectorStore
     store.upsert(COLLECTION, make_points(vectors, tenant="tenant-b"))
 
     for query in vectors:
-        hits = store.search(COLLECTION, list(query), where={"tenant_id": "tenant-a"}, limit=12)
+        hits = store.search(
+            COLLECTION, SearchRequest(list(query), where={"tenant_id": "tenant-a"}, limit=12)
+        )
         assert len(hits) == 6
         assert {h.payload["tenant_id"] for h in hits} == {"tenant-a"}
     assert store.count(COLLECTION, where={"tenant_id": "tenant-b"}) == 6
@@ -161,7 +163,7 @@ def test_where_combines_conditions_with_and(store: VectorStore) -> None:
     store.upsert(COLLECTION, make_points(unit_vectors(3, 3), namespace="n1", document="d2"))
 
     where = {"tenant_id": "t1", "namespace_id": "n1", "document_id": "d1"}
-    hits = store.search(COLLECTION, [1.0] * DIM, where=where, limit=10)
+    hits = store.search(COLLECTION, SearchRequest([1.0] * DIM, where=where, limit=10))
 
     assert len(hits) == 3
     assert {(h.payload["namespace_id"], h.payload["document_id"]) for h in hits} == {("n1", "d1")}
@@ -187,7 +189,7 @@ def test_where_matches_every_scalar_type(
     store.ensure_collection(COLLECTION, SPEC)
     store.upsert(COLLECTION, points)
 
-    hits = store.search(COLLECTION, [1.0] * DIM, where={field: value}, limit=10)
+    hits = store.search(COLLECTION, SearchRequest([1.0] * DIM, where={field: value}, limit=10))
 
     assert sorted(h.id for h in hits) == sorted([points[0].id, points[2].id])
     assert store.count(COLLECTION, where={field: value}) == 2
@@ -229,18 +231,21 @@ def test_drop_collection_removes_everything(store: VectorStore) -> None:
 
     store.drop_collection(COLLECTION)
 
-    assert store.search(COLLECTION, [1.0] * DIM, where={}, limit=5) == []
+    assert store.search(COLLECTION, SearchRequest([1.0] * DIM, where={}, limit=5)) == []
     assert store.count(COLLECTION, where={}) == 0
     store.ensure_collection(COLLECTION, SPEC)
     assert store.count(COLLECTION, where={}) == 0
 
 
 def test_a_missing_collection_reads_as_empty(store: VectorStore) -> None:
-    assert store.search("never_created", [1.0] * DIM, where={"tenant_id": "t"}, limit=5) == []
+    assert (
+        store.search("never_created", SearchRequest([1.0] * DIM, where={"tenant_id": "t"}, limit=5))
+        == []
+    )
     assert store.count("never_created", where={}) == 0
     store.delete("never_created", where={"document_id": "d"})
     store.drop_collection("never_created")
-    assert store.search("never_created", [1.0] * DIM, where={}, limit=5) == []
+    assert store.search("never_created", SearchRequest([1.0] * DIM, where={}, limit=5)) == []
 
 
 def test_upsert_into_a_missing_collection_is_unavailable(store: VectorStore) -> None:
@@ -271,7 +276,7 @@ CALLS: dict[str, Callable[[VectorStore, str], object]] = {
     "ensure_collection": lambda s, name: s.ensure_collection(name, SPEC),
     "drop_collection": lambda s, name: s.drop_collection(name),
     "upsert": lambda s, name: s.upsert(name, make_points(unit_vectors(1))),
-    "search": lambda s, name: s.search(name, [1.0] * DIM, where={}, limit=1),
+    "search": lambda s, name: s.search(name, SearchRequest([1.0] * DIM, where={}, limit=1)),
     "delete": lambda s, name: s.delete(name, where={"document_id": "d"}),
     "count": lambda s, name: s.count(name, where={}),
 }
@@ -319,7 +324,9 @@ def test_data_survives_close_and_a_new_store_on_the_same_location(
     second = persistent_engine.open()
     try:
         assert second.count(COLLECTION, where={}) == 9
-        hits = second.search(COLLECTION, list(vectors[4]), where={"tenant_id": "t1"}, limit=1)
+        hits = second.search(
+            COLLECTION, SearchRequest(list(vectors[4]), where={"tenant_id": "t1"}, limit=1)
+        )
         assert [(h.id, h.payload) for h in hits] == [(points[4].id, points[4].payload)]
         second.ensure_collection(COLLECTION, SPEC)  # reopening an existing collection
         assert second.count(COLLECTION, where={}) == 9

@@ -10,6 +10,7 @@ import pytest
 
 from retrieval.search import search
 from retrieval.stores import CollectionSpec, EdgeStore, Point
+from retrieval.stores.base import SearchRequest
 
 COLLECTION = "ns_shared"
 VECTOR = [1.0, 0.0, 0.0, 0.0]
@@ -40,7 +41,13 @@ def store(tmp_path: Path) -> Iterator[EdgeStore]:
 def test_search_returns_only_the_callers_tenant_and_namespace(
     store: EdgeStore, tenant: str, namespace: str
 ) -> None:
-    hits = search(store, COLLECTION, VECTOR, tenant_id=tenant, namespace_id=namespace, limit=100)
+    hits = search(
+        store,
+        COLLECTION,
+        SearchRequest(VECTOR, limit=100),
+        tenant_id=tenant,
+        namespace_id=namespace,
+    )
 
     assert len(hits) == 3
     assert {(h.payload["tenant_id"], h.payload["namespace_id"]) for h in hits} == {
@@ -49,16 +56,30 @@ def test_search_returns_only_the_callers_tenant_and_namespace(
 
 
 def test_an_unknown_tenant_finds_nothing(store: EdgeStore) -> None:
-    hits = search(store, COLLECTION, VECTOR, tenant_id="tenant-c", namespace_id="ns-1", limit=10)
+    hits = search(
+        store,
+        COLLECTION,
+        SearchRequest(VECTOR, limit=10),
+        tenant_id="tenant-c",
+        namespace_id="ns-1",
+    )
     assert hits == []
 
 
 def test_limit_caps_the_hits(store: EdgeStore) -> None:
-    hits = search(store, COLLECTION, VECTOR, tenant_id="tenant-a", namespace_id="ns-1", limit=2)
+    hits = search(
+        store, COLLECTION, SearchRequest(VECTOR, limit=2), tenant_id="tenant-a", namespace_id="ns-1"
+    )
     assert len(hits) == 2
 
 
 @pytest.mark.parametrize("limit", [0, -1, 101])
 def test_a_limit_outside_1_to_100_is_rejected(store: EdgeStore, limit: int) -> None:
     with pytest.raises(ValueError, match="between 1 and 100"):
-        search(store, COLLECTION, VECTOR, tenant_id="tenant-a", namespace_id="ns-1", limit=limit)
+        search(
+            store,
+            COLLECTION,
+            SearchRequest(VECTOR, limit=limit),
+            tenant_id="tenant-a",
+            namespace_id="ns-1",
+        )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from retrieval.config import VectorStoreConfig
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores import CollectionSpec, EdgeStore, Point, ServerStore, make_store
+from retrieval.stores.base import SearchRequest
 
 SPEC = CollectionSpec(dimension=4)
 
@@ -57,7 +58,7 @@ def test_edge_creates_the_payload_indexes_a_spec_gains(tmp_path: Path) -> None:
     shard = qdrant_edge.EdgeShard.load(str(tmp_path / "qdrant" / "ns_a"))
     try:
         schema = shard.info().payload_schema
-        assert set(schema) == {"tenant_id", "namespace_id", "document_id", "year"}
+        assert set(schema) == {"tenant_id", "namespace_id", "document_id", "text", "year"}
         assert schema["year"].data_type == qdrant_edge.PayloadSchemaType.Integer
     finally:
         shard.close()
@@ -122,7 +123,9 @@ def test_edge_serves_readers_while_a_writer_writes(tmp_path: Path) -> None:
     def read() -> None:
         try:
             while not done.is_set():
-                store.search("ns_a", [1.0, 0.0, 0.0, 0.0], where={"tenant_id": "t"}, limit=5)
+                store.search(
+                    "ns_a", SearchRequest([1.0, 0.0, 0.0, 0.0], where={"tenant_id": "t"}, limit=5)
+                )
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -178,7 +181,7 @@ def test_make_store_uses_the_server_when_a_url_is_set_and_a_dead_one_is_unavaila
         store.ping()
     assert caught.value.__cause__ is not None
     with pytest.raises(StoreUnavailableError):
-        store.search("ns_a", [1.0, 0.0, 0.0, 0.0], where={}, limit=1)
+        store.search("ns_a", SearchRequest([1.0, 0.0, 0.0, 0.0], where={}, limit=1))
     store.close()
 
 
