@@ -50,6 +50,10 @@ class BatchingEmbedder:
         return self._embedder.model_id
 
     @property
+    def dimension(self) -> int:
+        return self._embedder.dimension
+
+    @property
     def max_seq_length(self) -> int:
         return self._embedder.max_seq_length
 

@@ -51,12 +51,17 @@ def resolve_model_path(model: str) -> Path:
 class Embedder(Protocol):
     """What indexing needs of an embedding model: its limits, its token count, its vectors.
 
+    It has the shape of ``retrieval.embedding.ChunkEmbedder``, so the embedding cache of
+    :mod:`retrieval.cache` can wrap one (``app`` wraps the indexing embedder in it).
+
     :class:`SentenceTransformerEmbedder` is one; :class:`ingestion.batching.BatchingEmbedder`
     wraps one and is one too.
     """
 
     @property
     def model_id(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
     @property
     def max_seq_length(self) -> int: ...
     def count_tokens(self, text: str) -> int: ...

@@ -1,30 +1,59 @@
-"""Caching query embeddings: the same question, asked again, skips the model.
+"""The embedding cache: a text a model has embedded is not embedded by it again.
 
-A cache is an optimisation, never a dependency: :func:`embed_query` treats any cache failure as
-a miss and computes the vector, so a Redis outage slows queries down but never fails them.
+A key is the model id and the sha256 of the normalised text (:func:`cache_key`). One cache
+serves questions (:func:`embed_query`) and chunks (:class:`CachedEmbedder`), so a new version
+of a document re-embeds only the chunks whose text changed. Both paths embed the *normalised*
+text, so a key means one vector whichever path stored it.
+
+Two :class:`EmbeddingCache` implementations sit side by side: :class:`MemoryCache`, an
+in-process LRU (the embedded default), and :class:`RedisCache`, shared by every replica and
+worker (``SHOAL_REDIS_URL``). Both keep a vector as its float32 bytes: 4 bytes per dimension,
+where a tuple of Python floats took 32.
+
+A cache is an optimisation, never a dependency: :func:`embed_query` and :class:`CachedEmbedder`
+count any cache failure as a miss and compute, so a Redis outage slows queries and indexing
+down but never fails them. :class:`RedisCache` bounds what an outage costs each call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+import redis
 import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from retrieval.embedding import Embedder
+from retrieval.config import CacheConfig
+from retrieval.embedding import ChunkEmbedder, Embedder
+from retrieval.errors import CacheUnavailableError
 
 log = structlog.get_logger(__name__)
+
+Vector = npt.NDArray[np.float32]
+"""One embedding, shape ``(dimension,)``; those a cache returns are read-only."""
+VectorLike = Vector | Sequence[float]
+LookupObserver = Callable[[int, int], None]
+"""Called with ``(hits, misses)`` after each lookup; ``app`` turns the counts into metrics."""
+
+# How vectors are stored: little-endian float32, the same bytes on every machine.
+_STORED = np.dtype("<f4")
+_T = TypeVar("_T")
 
 
 def normalise_query(text: str) -> str:
     """``text`` in NFC with outer whitespace stripped and inner runs collapsed to one space.
 
     Texts that differ only in these ways share a cache entry, so they must embed identically:
-    :func:`embed_query` embeds this form, never the raw text.
+    :func:`embed_query` and :class:`CachedEmbedder` embed this form, never the raw text.
     """
     return " ".join(unicodedata.normalize("NFC", text).split())
 
@@ -33,60 +62,175 @@ def cache_key(model_id: str, text: str) -> str:
     """Cache key of ``text`` embedded by ``model_id``: the model id, ``:``, sha256 of the text.
 
     The text is normalised first (:func:`normalise_query`) and hashed, so keys have a fixed
-    length and never carry the question itself into the cache.
+    length and never carry the text itself into the cache.
     """
     digest = hashlib.sha256(normalise_query(text).encode("utf-8")).hexdigest()
     return f"{model_id}:{digest}"
 
 
 class EmbeddingCache(Protocol):
-    """Where query vectors are kept between requests. Implementations may raise on failure."""
+    """Where vectors are kept between calls, under :func:`cache_key` keys.
 
-    def get(self, key: str) -> list[float] | None:
+    Implementations may raise on failure (:class:`~retrieval.errors.CacheUnavailableError`);
+    :func:`embed_query` and :class:`CachedEmbedder` count that as a miss.
+    """
+
+    def get(self, key: str) -> Vector | None:
         """The vector stored under ``key``, or None."""
         ...
 
-    def put(self, key: str, vector: Sequence[float]) -> None:
+    def put(self, key: str, vector: VectorLike) -> None:
         """Store ``vector`` under ``key``, possibly evicting others."""
         ...
+
+    def get_many(self, keys: Sequence[str]) -> list[Vector | None]:
+        """One answer per key, in order: the vector stored under it, or None."""
+        ...
+
+    def put_many(self, items: Mapping[str, VectorLike]) -> None:
+        """Store each vector under its key, possibly evicting others."""
+        ...
+
+
+def _to_bytes(vector: VectorLike) -> bytes:
+    return np.asarray(vector, dtype=_STORED).tobytes()
+
+
+def _from_bytes(data: bytes) -> Vector | None:
+    """The vector ``data`` holds (a read-only view, no copy), or None if it holds none."""
+    if len(data) % _STORED.itemsize:
+        return None
+    return np.frombuffer(data, dtype=_STORED)
 
 
 class MemoryCache:
     """A thread-safe in-process LRU of at most ``max_entries`` vectors.
 
-    An ``OrderedDict`` under a lock: no cache library is installed (``cachetools`` is not), and
-    this is a dozen lines. A hit or a put makes the entry the most recent; a put beyond the
-    limit evicts the least recent.
+    An ``OrderedDict`` of bytes under a lock: no cache library is installed (``cachetools`` is
+    not), and this is a dozen lines. A hit or a put makes the entry the most recent; a put
+    beyond the limit evicts the least recent. Vectors come back read-only, so no caller can
+    change what the cache holds.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self._max_entries = max_entries
-        # Tuples, so no caller can mutate what the cache holds.
-        self._entries: OrderedDict[str, tuple[float, ...]] = OrderedDict()
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> list[float] | None:
-        """The vector stored under ``key`` (a fresh list), or None; marks it most recent."""
-        with self._lock:
-            vector = self._entries.get(key)
-            if vector is None:
-                return None
-            self._entries.move_to_end(key)
-            return list(vector)
+    def get(self, key: str) -> Vector | None:
+        return self.get_many([key])[0]
 
-    def put(self, key: str, vector: Sequence[float]) -> None:
-        """Store a copy of ``vector`` under ``key``, evicting the least recent beyond the limit."""
+    def put(self, key: str, vector: VectorLike) -> None:
+        self.put_many({key: vector})
+
+    def get_many(self, keys: Sequence[str]) -> list[Vector | None]:
+        """The vectors under ``keys`` (None where absent); marks each found one most recent."""
+        found: list[bytes | None] = []
         with self._lock:
-            self._entries[key] = tuple(float(x) for x in vector)
-            self._entries.move_to_end(key)
+            for key in keys:
+                data = self._entries.get(key)
+                if data is not None:
+                    self._entries.move_to_end(key)
+                found.append(data)
+        return [None if data is None else _from_bytes(data) for data in found]
+
+    def put_many(self, items: Mapping[str, VectorLike]) -> None:
+        """Store a copy of each vector, evicting the least recent beyond the limit."""
+        stored = {key: _to_bytes(vector) for key, vector in items.items()}  # outside the lock
+        with self._lock:
+            for key, data in stored.items():
+                self._entries[key] = data
+                self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+class RedisCache:
+    """Vectors in Redis, shared by every API replica and worker.
+
+    A lookup is one ``MGET``; storing is one pipelined ``SET ... EX ttl_s`` per vector (no
+    transaction: atomicity buys a cache nothing). Each key is ``key_prefix`` + the cache key.
+    Every failure raises :class:`~retrieval.errors.CacheUnavailableError`.
+
+    While Redis is down, no call waits long: connect and read timeouts are short
+    (``redis_connect_timeout_s``, ``redis_timeout_s``; redis-py's default is 5 s) and redis-py's
+    own retries (ten by default) are off. And after a failure the cache *cools down*: for
+    ``cooldown_s`` no call touches Redis, :meth:`get_many` answers all misses and
+    :meth:`put_many` drops its vectors. So an outage costs one timeout, and its callers log one
+    warning, per cool-down, not per call; the first call after it tries Redis again.
+    """
+
+    def __init__(
+        self, url: str, config: CacheConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Configure a client for ``url`` (no connection is made until the first call)."""
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=config.redis_connect_timeout_s,
+            socket_timeout=config.redis_timeout_s,
+            retry=Retry(NoBackoff(), retries=0),
+        )
+        self._prefix = config.key_prefix
+        self._ttl_s = config.ttl_s
+        self._cooldown_s = config.cooldown_s
+        self._clock = clock
+        self._cool_until = float("-inf")  # one float, written whole: no lock needed
+
+    @property
+    def cooling_down(self) -> bool:
+        """Whether a recent failure has the cache skip Redis for now."""
+        return self._clock() < self._cool_until
+
+    def get(self, key: str) -> Vector | None:
+        return self.get_many([key])[0]
+
+    def put(self, key: str, vector: VectorLike) -> None:
+        self.put_many({key: vector})
+
+    def get_many(self, keys: Sequence[str]) -> list[Vector | None]:
+        """The vectors under ``keys`` (None where absent); all None while cooling down.
+
+        Raises:
+            CacheUnavailableError: Redis failed or timed out; the cool-down starts.
+        """
+        if not keys or self.cooling_down:
+            return [None] * len(keys)
+        values = self._call(lambda: self._client.mget([self._prefix + key for key in keys]))
+        # Bytes or None: responses are not decoded, so a str would not be ours either.
+        return [_from_bytes(value) if isinstance(value, bytes) else None for value in values]
+
+    def put_many(self, items: Mapping[str, VectorLike]) -> None:
+        """Store each vector for ``ttl_s`` seconds; store nothing while cooling down.
+
+        Raises:
+            CacheUnavailableError: Redis failed or timed out; the cool-down starts.
+        """
+        if not items or self.cooling_down:
+            return
+        pipeline = self._client.pipeline(transaction=False)
+        for key, vector in items.items():
+            pipeline.set(self._prefix + key, _to_bytes(vector), ex=self._ttl_s)
+        self._call(pipeline.execute)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
+    def _call(self, operation: Callable[[], _T]) -> _T:
+        try:
+            return operation()
+        except (redis.RedisError, OSError) as exc:
+            self._cool_until = self._clock() + self._cooldown_s
+            raise CacheUnavailableError(
+                f"Redis embedding cache failed ({type(exc).__name__}: {exc}); "
+                f"skipped for {self._cooldown_s} s"
+            ) from exc
 
 
 def embed_query(embedder: Embedder, cache: EmbeddingCache, text: str) -> tuple[list[float], bool]:
@@ -100,19 +244,129 @@ def embed_query(embedder: Embedder, cache: EmbeddingCache, text: str) -> tuple[l
         Whatever ``embedder.encode`` raises: without a vector there is no query.
     """
     key = cache_key(embedder.model_id, text)
-    try:
-        cached = cache.get(key)
-    except Exception as exc:  # any cache failure degrades to computing, by contract
-        log.warning("embedding_cache_failed", operation="get", error=repr(exc))
-        cached = None
+    [cached] = _lookup(cache, [key])
     if cached is not None:
         if len(cached) == embedder.dimension:
-            return list(cached), True
+            hit: list[float] = cached.tolist()
+            return hit, True
         log.warning("embedding_cache_corrupt", length=len(cached), expected=embedder.dimension)
 
-    vector = [float(x) for x in embedder.encode([normalise_query(text)])[0]]
+    vector = embedder.encode([normalise_query(text)])[0]
+    _store(cache, {key: vector})
+    computed: list[float] = vector.tolist()
+    return computed, False
+
+
+class CachedEmbedder:
+    """An embedder that looks texts up in a cache and encodes only the ones it misses.
+
+    It wraps a :class:`~retrieval.embedding.ChunkEmbedder` and has the same interface, so
+    indexing uses it in place of the model: a new version of a document re-embeds only the
+    chunks whose text changed. Thread-safe if the wrapped embedder and the cache are.
+
+    Like :func:`embed_query`, it embeds each text's normalised form, because the key hashes
+    that form: were the raw text embedded, one key could hold two vectors. For
+    all-MiniLM-L6-v2 this changes nothing (its BERT tokenizer splits on whitespace and folds
+    accents, so both forms give the same tokens and the same vector); for other models a chunk
+    loses only runs of whitespace and Unicode decomposition.
+    """
+
+    def __init__(
+        self,
+        embedder: ChunkEmbedder,
+        cache: EmbeddingCache,
+        *,
+        on_lookup: LookupObserver | None = None,
+    ) -> None:
+        """``on_lookup(hits, misses)`` is called after each lookup, one count per text."""
+        self._embedder = embedder
+        self._cache = cache
+        self._on_lookup = on_lookup
+
+    @property
+    def inner(self) -> ChunkEmbedder:
+        """The wrapped embedder."""
+        return self._embedder
+
+    @property
+    def model_id(self) -> str:
+        return self._embedder.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._embedder.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return self._embedder.max_seq_length
+
+    def count_tokens(self, text: str) -> int:
+        return self._embedder.count_tokens(text)
+
+    def encode(self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None) -> Vector:
+        """Embed ``texts`` as the wrapped embedder does: one unit-length float32 row per text,
+        in input order, shape ``(len(texts), dimension)``.
+
+        All texts are looked up in one batch; the misses are encoded in one call (a text
+        repeated within the call once) and stored. A cache failure counts every text as a
+        miss and is logged, never raised; so is a cached vector of the wrong length.
+
+        Raises:
+            ValueError: ``token_counts`` has not one count per text.
+            Whatever the wrapped ``encode`` raises (e.g. ``ValueError`` for a text too long).
+        """
+        if token_counts is not None and len(token_counts) != len(texts):
+            raise ValueError("token_counts must have one count per text")
+        dimension = self._embedder.dimension
+        rows = np.empty((len(texts), dimension), dtype=np.float32)
+        if not texts:
+            return rows
+        normalised = [normalise_query(text) for text in texts]
+        keys = [cache_key(self.model_id, text) for text in normalised]
+        missed: dict[str, list[int]] = {}  # key -> the rows that need its vector
+        corrupt = 0
+        for row, (key, vector) in enumerate(zip(keys, _lookup(self._cache, keys), strict=True)):
+            if vector is not None and vector.shape == (dimension,):
+                rows[row] = vector
+            else:
+                if vector is not None:
+                    corrupt += 1
+                missed.setdefault(key, []).append(row)
+        if corrupt:
+            log.warning("embedding_cache_corrupt", count=corrupt, expected=dimension)
+        misses = sum(len(indices) for indices in missed.values())
+        if self._on_lookup is not None:
+            self._on_lookup(len(texts) - misses, misses)
+        if not missed:
+            return rows
+
+        firsts = [indices[0] for indices in missed.values()]
+        counts = None
+        if token_counts is not None:
+            # Chunking counted the raw text; recount only where normalising changed it.
+            counts = [
+                token_counts[i]
+                if normalised[i] == texts[i]
+                else self._embedder.count_tokens(normalised[i])
+                for i in firsts
+            ]
+        vectors = self._embedder.encode([normalised[i] for i in firsts], token_counts=counts)
+        for indices, vector in zip(missed.values(), vectors, strict=True):
+            rows[indices] = vector
+        _store(self._cache, dict(zip(missed, vectors, strict=True)))
+        return rows
+
+
+def _lookup(cache: EmbeddingCache, keys: Sequence[str]) -> list[Vector | None]:
     try:
-        cache.put(key, vector)
-    except Exception as exc:  # as above: the vector is computed, the cache is optional
-        log.warning("embedding_cache_failed", operation="put", error=repr(exc))
-    return vector, False
+        return cache.get_many(keys)
+    except Exception as exc:  # any cache failure degrades to computing, by contract
+        log.warning("embedding_cache_failed", operation="get", keys=len(keys), error=repr(exc))
+        return [None] * len(keys)
+
+
+def _store(cache: EmbeddingCache, items: Mapping[str, VectorLike]) -> None:
+    try:
+        cache.put_many(items)
+    except Exception as exc:  # as above: the vectors are computed, the cache is optional
+        log.warning("embedding_cache_failed", operation="put", keys=len(items), error=repr(exc))

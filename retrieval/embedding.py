@@ -32,3 +32,27 @@ class Embedder(Protocol):
         Shape ``(len(texts), dimension)``; the dot product of two rows is their cosine.
         """
         ...
+
+
+class ChunkEmbedder(Embedder, Protocol):
+    """An :class:`Embedder` that indexing can drive: it knows its token limit, counts tokens,
+    and takes the counts chunking already made.
+
+    The shape of ``ingestion.embedder.Embedder`` (which retrieval may not import), so
+    :class:`retrieval.cache.CachedEmbedder` can wrap ingestion's embedders and stand in for them.
+    """
+
+    @property
+    def max_seq_length(self) -> int:
+        """Most tokens, special tokens included, the model reads."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """The model's token count of ``text``."""
+        ...
+
+    def encode(
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """As :meth:`Embedder.encode`; ``token_counts``, one per text, spare counting again."""
+        ...

@@ -34,6 +34,10 @@ class CountingEmbedder:
         return self.inner.model_id
 
     @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
     def max_seq_length(self) -> int:
         return self.inner.max_seq_length
 

@@ -1,17 +1,34 @@
-"""Query-embedding cache: keys, LRU behaviour, and a failing cache never failing a query."""
+"""Embedding cache: keys, LRU behaviour, memory and Redis on one contract, a failing or hung
+Redis never failing a query or an indexing, and the cached embedder on the real model."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from structlog.testing import capture_logs
 
-from retrieval.cache import MemoryCache, cache_key, embed_query, normalise_query
+from retrieval.cache import (
+    CachedEmbedder,
+    EmbeddingCache,
+    MemoryCache,
+    RedisCache,
+    Vector,
+    VectorLike,
+    cache_key,
+    embed_query,
+    normalise_query,
+)
+from retrieval.config import CacheConfig
+from retrieval.embedding import ChunkEmbedder
+from retrieval.errors import CacheUnavailableError
+from tests.conftest import RedisScratch
 
 DIM = 4
 
@@ -43,10 +60,16 @@ class CountingEmbedder:
 class BrokenCache:
     """A cache whose backend is down: every call raises, as a Redis client would."""
 
-    def get(self, key: str) -> list[float] | None:
+    def get(self, key: str) -> Vector | None:
         raise ConnectionError("cache backend down")
 
-    def put(self, key: str, vector: Sequence[float]) -> None:
+    def put(self, key: str, vector: VectorLike) -> None:
+        raise ConnectionError("cache backend down")
+
+    def get_many(self, keys: Sequence[str]) -> list[Vector | None]:
+        raise ConnectionError("cache backend down")
+
+    def put_many(self, items: Mapping[str, VectorLike]) -> None:
         raise ConnectionError("cache backend down")
 
 
@@ -85,13 +108,13 @@ def test_memory_cache_evicts_the_least_recently_used() -> None:
     cache = MemoryCache(max_entries=2)
     cache.put("a", [1.0])
     cache.put("b", [2.0])
-    assert cache.get("a") == [1.0]  # "a" is now the most recent
+    assert stored(cache, "a") == [1.0]  # "a" is now the most recent
 
     cache.put("c", [3.0])
 
     assert cache.get("b") is None
-    assert cache.get("a") == [1.0]
-    assert cache.get("c") == [3.0]
+    assert stored(cache, "a") == [1.0]
+    assert stored(cache, "c") == [3.0]
     assert len(cache) == 2
 
 
@@ -101,20 +124,33 @@ def test_memory_cache_put_refreshes_an_existing_key() -> None:
     cache.put("b", [2.0])
     cache.put("a", [1.5])
     cache.put("c", [3.0])
-    assert cache.get("a") == [1.5]
+    assert stored(cache, "a") == [1.5]
     assert cache.get("b") is None
 
 
-def test_memory_cache_hands_out_copies() -> None:
+def test_memory_cache_stores_copies_and_hands_out_read_only_vectors() -> None:
     cache = MemoryCache()
-    vector = [1.0, 2.0]
+    vector = np.array([1.0, 2.0], dtype=np.float32)
     cache.put("k", vector)
-    vector.append(3.0)
+    vector[0] = 9.0
     got = cache.get("k")
-    assert got == [1.0, 2.0]
     assert got is not None
-    got.append(4.0)
-    assert cache.get("k") == [1.0, 2.0]
+    assert got.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="read-only"):
+        got[0] = 4.0
+    assert stored(cache, "k") == [1.0, 2.0]
+
+
+def test_memory_cache_batches_answer_in_order_and_count_as_uses() -> None:
+    cache = MemoryCache(max_entries=3)
+    cache.put_many({"a": [1.0], "b": [2.0], "c": [3.0]})
+
+    got = cache.get_many(["c", "missing", "a"])  # "c" and "a" are now the most recent
+
+    assert [None if v is None else v.tolist() for v in got] == [[3.0], None, [1.0]]
+    cache.put_many({"d": [4.0]})
+    assert cache.get("b") is None
+    assert cache.get_many([]) == []
 
 
 def test_memory_cache_needs_room_for_one_entry() -> None:
@@ -173,4 +209,347 @@ def test_a_cached_vector_of_the_wrong_length_is_recomputed() -> None:
 
     assert hit is False
     assert len(vector) == DIM
-    assert cache.get(cache_key(embedder.model_id, "q")) == vector
+    assert stored(cache, cache_key(embedder.model_id, "q")) == vector
+
+
+def stored(cache: EmbeddingCache, key: str) -> list[float] | None:
+    """What ``cache`` holds under ``key``, as plain floats."""
+    vector = cache.get(key)
+    return None if vector is None else vector.tolist()
+
+
+# Both implementations, side by side: one contract, run on each.
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_cache(request: pytest.FixtureRequest) -> Iterator[EmbeddingCache]:
+    if request.param == "memory":
+        yield MemoryCache()
+        return
+    scratch: RedisScratch = request.getfixturevalue("redis_scratch")
+    cache = RedisCache(scratch.url, CacheConfig(key_prefix=scratch.prefix))
+    yield cache
+    cache.close()
+
+
+def test_a_cache_answers_a_batch_in_order_with_none_for_misses(any_cache: EmbeddingCache) -> None:
+    a = np.array([0.25, -1.5, 3.0], dtype=np.float32)
+    any_cache.put_many({"a": a, "b": [1.0, 2.0, 3.0]})
+
+    got = any_cache.get_many(["b", "missing", "a"])
+
+    assert [None if v is None else v.tolist() for v in got] == [[1.0, 2.0, 3.0], None, a.tolist()]
+    assert all(v is None or v.dtype == np.float32 for v in got)
+    assert any_cache.get_many([]) == []
+
+
+def test_a_cache_overwrites_and_keeps_single_entries_too(any_cache: EmbeddingCache) -> None:
+    any_cache.put("k", [1.0, 2.0])
+    any_cache.put_many({"k": [3.0, 4.0]})
+    assert stored(any_cache, "k") == [3.0, 4.0]
+    assert any_cache.get("other") is None
+
+
+def test_a_cache_hands_out_read_only_vectors(any_cache: EmbeddingCache) -> None:
+    any_cache.put("k", [1.0, 2.0])
+    [got] = any_cache.get_many(["k"])
+    assert got is not None
+    with pytest.raises(ValueError, match="read-only"):
+        got[0] = 0.0
+
+
+# RedisCache: what Redis holds, and what happens while it is down.
+
+
+def test_redis_stores_float32_bytes_under_the_prefix_with_the_ttl(
+    redis_scratch: RedisScratch,
+) -> None:
+    cache = RedisCache(redis_scratch.url, CacheConfig(key_prefix=redis_scratch.prefix, ttl_s=90))
+    key = cache_key("m", "a text")
+    cache.put_many({key: np.arange(384, dtype=np.float32)})
+
+    [name] = redis_scratch.keys()
+    assert name == f"{redis_scratch.prefix}{key}".encode()
+    assert redis_scratch.client.strlen(name) == 4 * 384  # float32: 4 bytes per dimension
+    assert 0 < redis_scratch.client.ttl(name) <= 90
+    cache.close()
+
+
+def test_a_value_that_is_no_vector_reads_as_a_miss(redis_scratch: RedisScratch) -> None:
+    cache = RedisCache(redis_scratch.url, CacheConfig(key_prefix=redis_scratch.prefix))
+    redis_scratch.client.set(f"{redis_scratch.prefix}odd", b"\x00\x01\x02")  # 3 bytes
+    assert cache.get_many(["odd"]) == [None]
+    cache.close()
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand, so a cool-down passes without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local TCP port nothing listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Unresponsive:
+    """A TCP server that accepts connections and never answers: a hung Redis.
+
+    Counts the connections it accepts, so a test sees how often a client tried.
+    """
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)  # so the accepting thread sees close() soon
+        self.port = int(self._server.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        self._server.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+@pytest.fixture
+def unresponsive() -> Iterator[Unresponsive]:
+    server = Unresponsive()
+    yield server
+    server.close()
+
+
+def test_a_refused_connection_raises_and_starts_the_cool_down(closed_port: int) -> None:
+    clock = FakeClock()
+    cache = RedisCache(f"redis://127.0.0.1:{closed_port}/0", CacheConfig(cooldown_s=5), clock=clock)
+
+    with pytest.raises(CacheUnavailableError, match="ConnectionError"):
+        cache.get_many(["k"])
+    assert cache.cooling_down
+
+    # Within the cool-down Redis is not called: misses and dropped puts, no error.
+    clock.now += 4.9
+    assert cache.get_many(["k", "l"]) == [None, None]
+    cache.put_many({"k": [1.0]})
+
+    # After it, the next call tries Redis again.
+    clock.now += 0.2
+    assert not cache.cooling_down
+    with pytest.raises(CacheUnavailableError):
+        cache.put_many({"k": [1.0]})
+
+
+def test_a_hung_redis_costs_one_timed_out_try_per_cool_down(unresponsive: Unresponsive) -> None:
+    clock = FakeClock()
+    config = CacheConfig(redis_connect_timeout_s=0.1, redis_timeout_s=0.1, cooldown_s=5)
+    cache = RedisCache(f"redis://127.0.0.1:{unresponsive.port}/0", config, clock=clock)
+
+    started = time.monotonic()
+    with pytest.raises(CacheUnavailableError, match="TimeoutError"):
+        cache.get_many(["k"])
+    for _ in range(20):
+        assert cache.get_many(["k"]) == [None]
+    elapsed = time.monotonic() - started
+
+    # One connection, one timed-out read, no retries; the other 20 calls never reached it.
+    assert len(unresponsive.accepted) == 1
+    # Generous: the configured timeout is 0.1 s; redis-py's defaults (5 s timeouts, 10
+    # retries) would keep the first call alone for about a minute.
+    assert elapsed < 5
+
+
+# CachedEmbedder and embed_query on the real model.
+
+
+class RecordingModel:
+    """The real model, recording what it is asked to encode (texts and token counts)."""
+
+    def __init__(self, inner: ChunkEmbedder) -> None:
+        self.inner = inner
+        self.calls: list[list[str]] = []
+        self.counts: list[list[int] | None] = []
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.inner.max_seq_length
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def encode(
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        self.counts.append(None if token_counts is None else list(token_counts))
+        return self.inner.encode(texts, token_counts=token_counts)
+
+
+class Lookups:
+    """An ``on_lookup`` observer that keeps every ``(hits, misses)`` it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def __call__(self, hits: int, misses: int) -> None:
+        self.seen.append((hits, misses))
+
+
+class CountingChunkModel(CountingEmbedder):
+    """The deterministic stand-in with the token-counting interface indexing drives."""
+
+    @property
+    def max_seq_length(self) -> int:
+        return 16
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def encode(
+        self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]:
+        return super().encode(texts)
+
+
+@pytest.fixture
+def model(embedder: ChunkEmbedder) -> RecordingModel:
+    return RecordingModel(embedder)
+
+
+TIDES = [
+    "Tide pools form where the sea retreats over rock.",
+    "Anemones close when the water leaves them.",
+    "Barnacles glue themselves head first to the stone.",
+    "Hermit crabs trade shells as they grow.",
+]
+
+
+@pytest.mark.slow
+def test_cached_embedder_encodes_only_the_misses_and_returns_the_models_vectors(
+    model: RecordingModel, embedder: ChunkEmbedder, any_cache: EmbeddingCache
+) -> None:
+    lookups = Lookups()
+    cached = CachedEmbedder(model, any_cache, on_lookup=lookups)
+
+    first = cached.encode(TIDES[:3])
+    second = cached.encode([TIDES[3], TIDES[0], TIDES[2]])
+
+    assert model.calls == [TIDES[:3], [TIDES[3]]]
+    assert lookups.seen == [(0, 3), (2, 1)]
+    assert first.dtype == np.float32
+    assert second.shape == (3, embedder.dimension)
+    np.testing.assert_allclose(first, embedder.encode(TIDES[:3]), atol=1e-5)
+    np.testing.assert_allclose(second, embedder.encode([TIDES[3], TIDES[0], TIDES[2]]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cached_embedder_encodes_a_repeated_text_once(model: RecordingModel) -> None:
+    lookups = Lookups()
+    cached = CachedEmbedder(model, MemoryCache(), on_lookup=lookups)
+
+    rows = cached.encode([TIDES[0], TIDES[1], TIDES[0]])
+
+    assert model.calls == [[TIDES[0], TIDES[1]]]
+    assert lookups.seen == [(0, 3)]  # one count per text
+    np.testing.assert_array_equal(rows[0], rows[2])
+
+
+@pytest.mark.slow
+def test_cached_embedder_embeds_the_normalised_text_as_queries_do(
+    model: RecordingModel, embedder: ChunkEmbedder
+) -> None:
+    cache = MemoryCache()
+    cached = CachedEmbedder(model, cache)
+    messy = "  Tide pools form where\n the sea   retreats over rock. "
+
+    [row] = cached.encode([messy], token_counts=[embedder.count_tokens(messy)])
+    vector, hit = embed_query(model, cache, TIDES[0])
+
+    # One key, one vector: the query finds what indexing stored, and both are the vector of
+    # the normalised text.
+    assert model.calls == [[TIDES[0]]]
+    assert model.counts == [[embedder.count_tokens(TIDES[0])]]  # recounted, as the text changed
+    assert hit is True
+    np.testing.assert_allclose(row, vector, atol=1e-6)
+    np.testing.assert_allclose(row, embedder.encode([TIDES[0]])[0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cached_embedder_passes_the_chunkers_token_counts_through(model: RecordingModel) -> None:
+    cached = CachedEmbedder(model, MemoryCache())
+    cached.encode(TIDES[:2], token_counts=[11, 12])  # made up: the model trusts them
+    assert model.counts == [[11, 12]]
+
+
+@pytest.mark.slow
+def test_cached_embedder_recomputes_a_cached_vector_of_the_wrong_length(
+    model: RecordingModel, embedder: ChunkEmbedder
+) -> None:
+    cache = MemoryCache()
+    cache.put(cache_key(model.model_id, TIDES[0]), [0.5, 0.5])
+
+    with capture_logs() as logs:
+        [row] = CachedEmbedder(model, cache).encode([TIDES[0]])
+
+    assert model.calls == [[TIDES[0]]]
+    assert [e["event"] for e in logs] == ["embedding_cache_corrupt"]
+    np.testing.assert_allclose(row, embedder.encode([TIDES[0]])[0], atol=1e-5)
+    assert stored(cache, cache_key(model.model_id, TIDES[0])) == row.tolist()
+
+
+def test_cached_embedder_refuses_token_counts_of_another_length() -> None:
+    with pytest.raises(ValueError, match="one count per text"):
+        CachedEmbedder(CountingChunkModel(), MemoryCache()).encode(["a", "b"], token_counts=[1])
+
+
+def test_cached_embedder_of_nothing_is_an_empty_matrix() -> None:
+    model = CountingChunkModel()
+    rows = CachedEmbedder(model, MemoryCache()).encode([])
+    assert rows.shape == (0, DIM)
+    assert model.calls == []
+
+
+@pytest.mark.slow
+def test_redis_down_still_embeds_queries_and_chunks_correctly(
+    closed_port: int, model: RecordingModel, embedder: ChunkEmbedder
+) -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{closed_port}/0", CacheConfig(cooldown_s=60))
+    lookups = Lookups()
+
+    with capture_logs() as logs:
+        rows = CachedEmbedder(model, cache, on_lookup=lookups).encode(TIDES)
+        vector, hit = embed_query(model, cache, "Where do tide pools form?")
+
+    np.testing.assert_allclose(rows, embedder.encode(TIDES), atol=1e-5)
+    np.testing.assert_allclose(vector, embedder.encode(["Where do tide pools form?"])[0], atol=1e-5)
+    assert hit is False
+    assert lookups.seen == [(0, len(TIDES))]
+    # One warning for the failed lookup; the cool-down then skips Redis without a word.
+    failed = [e for e in logs if e["event"] == "embedding_cache_failed"]
+    assert [(e["operation"], e["log_level"]) for e in failed] == [("get", "warning")]
