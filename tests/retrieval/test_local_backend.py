@@ -1,0 +1,102 @@
+"""The local backend on the real bundled SmolLM2-135M-Instruct (GGUF, dequantised on the CPU).
+
+Loading takes ~30 s on 2 cores, so the model is loaded once for the module; each answer then
+takes ~2 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from retrieval.errors import GenerationUnavailableError
+from retrieval.generation.base import Answer, Delta, Passage
+from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE
+from retrieval.generation.local import LocalBackend
+from tests.conftest import SMOLLM2_GGUF
+
+EIFFEL = Passage(
+    chunk_id="eiffel",
+    document_id="landmarks",
+    text="The Eiffel Tower is in Paris. It was completed in 1889.",
+    score=0.71,
+)
+BANANA = Passage(
+    chunk_id="banana",
+    document_id="fruit",
+    text="Bananas are yellow fruit rich in potassium.",
+    score=0.45,
+)
+QUESTION = "When was the Eiffel Tower completed?"
+NO_VECTOR = [0.0]  # LLM backends do not use the question's embedding
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir: Path) -> LocalBackend:
+    backend = LocalBackend(smollm2_dir, gguf_file=SMOLLM2_GGUF, max_new_tokens=48)
+    backend.warm_up()
+    return backend
+
+
+@pytest.mark.slow
+def test_a_clear_context_is_answered_citing_the_right_passage(smollm2: LocalBackend) -> None:
+    answer = smollm2.generate(QUESTION, NO_VECTOR, [BANANA, EIFFEL])
+
+    assert answer.answerable
+    assert "1889" in answer.text
+    assert "eiffel" in [c.chunk_id for c in answer.citations]
+    assert answer.prompt_tokens > 0
+    assert answer.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_stream_yields_deltas_then_one_answer_of_the_deltas_joined(
+    smollm2: LocalBackend,
+) -> None:
+    *deltas, answer = smollm2.stream(QUESTION, NO_VECTOR, [EIFFEL, BANANA])
+
+    assert len(deltas) >= 2
+    assert all(isinstance(d, Delta) for d in deltas)
+    assert isinstance(answer, Answer)
+    assert answer.text == "".join(d.text for d in deltas if isinstance(d, Delta))
+    assert "1889" in answer.text
+    assert "eiffel" in [c.chunk_id for c in answer.citations]
+    assert answer.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_a_stream_stopped_early_frees_the_model(smollm2: LocalBackend) -> None:
+    events = smollm2.stream(QUESTION, NO_VECTOR, [EIFFEL])
+    assert isinstance(events, Generator)  # what a caller closes when its client goes away
+    assert isinstance(next(events), Delta)
+    events.close()  # stops the generation thread, which releases the model's lock
+
+    assert smollm2.generate(QUESTION, NO_VECTOR, [EIFFEL]).answerable
+
+
+def test_weak_evidence_abstains_without_loading_the_model(tmp_path: Path) -> None:
+    # An empty directory: loading would raise GenerationUnavailableError.
+    backend = LocalBackend(tmp_path)
+    weak = [Passage("a", "d", "Anything.", DEFAULT_MIN_SCORE - 0.01)]
+
+    answer = backend.generate(QUESTION, NO_VECTOR, weak)
+
+    assert answer == Answer(text=ABSTAIN_TEXT, answerable=False, citations=[])
+    assert list(backend.stream(QUESTION, NO_VECTOR, weak)) == [Delta(ABSTAIN_TEXT), answer]
+
+
+@pytest.mark.slow  # imports transformers (~6 s)
+def test_a_missing_model_is_unavailable(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "nowhere")
+
+    with pytest.raises(GenerationUnavailableError, match="cannot load"):
+        backend.generate(QUESTION, NO_VECTOR, [EIFFEL])
+    with pytest.raises(GenerationUnavailableError, match="cannot load"):
+        list(backend.stream(QUESTION, NO_VECTOR, [EIFFEL]))
+
+
+def test_name_is_the_gguf_file_or_the_directory(tmp_path: Path) -> None:
+    assert LocalBackend(tmp_path, gguf_file="m.gguf").name == "local:m.gguf"
+    assert LocalBackend(tmp_path / "SmolLM2").name == "local:SmolLM2"
