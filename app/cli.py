@@ -232,6 +232,115 @@ def query(
         out.print(f"[{i}] {source} (chunk {c['chunk_id']}, score {c['score']:.3f})")
 
 
+@app.command("eval")
+def eval_beir(
+    beir_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A BEIR-format folder.")
+    ],
+    split: Annotated[str, typer.Option(help="The qrels file to score: qrels/SPLIT.tsv.")] = "test",
+    mode: Annotated[
+        str | None, typer.Option(help="dense, lexical or hybrid (default: SHOAL_RETRIEVAL__MODE).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the scratch data here and reuse it (default: a temporary one)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest a BEIR corpus into a scratch namespace through the real pipeline and print
+    nDCG@10, recall@100 and MRR@10 (JSON on the last line of stdout with --json)."""
+    import tempfile
+    import uuid
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.errors import NotFoundError
+    from app.logging import configure_logging
+    from app.platform import build_platform
+    from app.services import evaluation, namespaces, tenants
+    from app.services.namespaces import get_namespace
+    from retrieval.stores.base import SEARCH_MODES
+
+    if mode is not None and mode not in SEARCH_MODES:
+        _fail(f"--mode must be one of {', '.join(SEARCH_MODES)}")
+    try:
+        data = evaluation.load_beir(beir_dir, split)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    settings = get_settings()
+    configure_logging("WARNING")
+    scratch = None
+    if data_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="shoal-eval-")
+        data_dir = Path(scratch.name)
+    # A scratch database and store unless the deployment names its own services.
+    settings = settings.model_copy(update={"data_dir": data_dir})
+    _upgrade(settings)
+    platform = build_platform(settings)
+    name = "eval-" + "".join(c if c.isalnum() else "-" for c in beir_dir.resolve().name)[:58]
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    try:
+        with platform.sessions() as session:
+            tenant = next((t for t in tenants.list_tenants(session) if t.name == "eval"), None)
+            if tenant is None:
+                tenant = tenants.create_tenant(session, name="eval", quotas={})
+            tenant_id = tenant.id
+            try:
+                namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+                reused = True
+            except NotFoundError:  # the first run on this data directory
+                namespace = namespaces.create_namespace(
+                    session,
+                    tenant_id=tenant_id,
+                    name=name or f"eval-{uuid.uuid4().hex[:8]}",
+                    embedding_model=platform.embedder.model_id,
+                    embedding_dimension=platform.embedder.dimension,
+                    indexed_fields={},
+                    routes={},
+                    store=platform.store,
+                )
+                reused = False
+            session.expunge(namespace)
+        with progress:
+            if not reused:
+                task = progress.add_task("indexing", total=None)
+                indexed, failed = evaluation.ingest_corpus(
+                    platform,
+                    namespace,
+                    data.corpus,
+                    on_progress=lambda done, total: progress.update(
+                        task, completed=done, total=total
+                    ),
+                )
+                if failed:
+                    err.print(f"{failed} documents failed to index; scoring the {indexed} others")
+            asking = progress.add_task("querying", total=len(data.queries))
+            report = evaluation.evaluate(
+                platform,
+                namespace,
+                data,
+                overrides={"mode": mode},
+                on_query=lambda: progress.advance(asking),
+            )
+        report = {"dataset": beir_dir.resolve().name, "split": split, **report}
+        if as_json:
+            typer.echo(json.dumps(report))
+        else:
+            for key, value in report.items():
+                out.print(f"{key}: {value}")
+    finally:
+        platform.close()
+        if scratch is not None:
+            scratch.cleanup()
+
+
 def _upgrade(settings: Settings) -> None:
     from app.db.migrate import upgrade
 

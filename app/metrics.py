@@ -22,7 +22,7 @@ REQUEST_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "shoal_stage_duration_seconds",
-    "Latency of one stage of a query (embed, search, generate).",
+    "Latency of one stage of a query (embed, search, rerank, generate).",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -30,9 +30,40 @@ DOCUMENTS = Counter(
     "shoal_documents_total", "Documents that finished indexing, by outcome.", ["outcome"]
 )
 EMBEDDING_CACHE = Counter(
-    "shoal_embedding_cache_requests_total", "Question-embedding cache lookups.", ["result"]
+    "shoal_embedding_cache_requests_total",
+    "Embedding cache lookups, one per text, by use (query, ingest) and result (hit, miss).",
+    ["use", "result"],
 )
+for _use in ("query", "ingest"):  # exported at zero from the start, not from the first lookup
+    for _result in ("hit", "miss"):
+        EMBEDDING_CACHE.labels(_use, _result)
 QUEUE_DEPTH = Gauge("shoal_queue_depth", "Indexing tasks accepted and not finished.")
+ROUTE_DECISIONS = Counter(
+    "shoal_route_decisions_total",
+    "Answers by the route that produced them (small, large, extractive), whether the caller "
+    "asked for it (requested) or auto-routing chose it, and whether it was a fallback.",
+    ["route", "decided_by", "fallback"],
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "shoal_time_to_first_token_seconds",
+    "From receiving a streamed query to sending its first answer token, by route.",
+    ["route"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+GENERATION_TOKENS = Counter(
+    "shoal_generation_tokens_total", "Tokens billed by generation backends.", ["route", "kind"]
+)
+
+
+def count_cache_lookups(use: str) -> Callable[[int, int], None]:
+    """A :class:`retrieval.cache.CachedEmbedder` ``on_lookup`` that counts under ``use``."""
+    hits, misses = EMBEDDING_CACHE.labels(use, "hit"), EMBEDDING_CACHE.labels(use, "miss")
+
+    def count(hit_count: int, miss_count: int) -> None:
+        hits.inc(hit_count)
+        misses.inc(miss_count)
+
+    return count
 
 
 def track_queue_depth(depth: Callable[[], int]) -> None:

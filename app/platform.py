@@ -18,15 +18,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import PENDING_STATES, Document
 from app.db.session import make_engine, make_session_factory
+from app.metrics import count_cache_lookups
 from app.services import indexing
-from app.services.query import QueryDeps
+from app.services.query import QueryDeps, SearchOptions
 from app.services.reaper import Reaper
+from app.services.routing import RouterFactory
 from app.services.scheduling import enqueue_fairly
 from app.settings import Settings
 from ingestion.batching import BatchingEmbedder
 from ingestion.embedder import SentenceTransformerEmbedder
-from retrieval.cache import MemoryCache
+from retrieval.cache import CachedEmbedder, EmbeddingCache, MemoryCache, RedisCache
 from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
+from retrieval.rerank import make_reranker
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
 from workers.celery_app import CeleryConfig, CeleryQueue, create_celery
@@ -93,10 +96,24 @@ class Platform:
 
     def close(self) -> None:
         self.queue.close(wait=True)
-        if isinstance(self.indexing.embedder, BatchingEmbedder):
-            self.indexing.embedder.close()
+        embedder = self.indexing.embedder
+        if isinstance(embedder, CachedEmbedder) and isinstance(embedder.inner, BatchingEmbedder):
+            embedder.inner.close()
         self.store.close()
+        if isinstance(self.query.cache, RedisCache):
+            self.query.cache.close()
         self.engine.dispose()
+
+
+def make_cache(settings: Settings) -> EmbeddingCache:
+    """The embedding cache: Redis when ``SHOAL_REDIS_URL`` is set, else an in-process LRU.
+
+    A platform builds one and shares it between queries and indexing; Redis also shares it
+    between processes, so a worker reuses what an API replica or another worker embedded.
+    """
+    if settings.redis_url:
+        return RedisCache(settings.redis_url, settings.cache)
+    return MemoryCache(max_entries=settings.cache.max_entries)
 
 
 def build_platform(
@@ -111,27 +128,40 @@ def build_platform(
     sessions = make_session_factory(engine)
     store = make_store(settings.vector_store, data_dir=settings.data_dir)
     embedder = embedder or SentenceTransformerEmbedder(settings.embedding)
-    # Indexing threads share the model through one batching thread; queries use it directly.
+    cache = make_cache(settings)
+    # Indexing threads share the model through one batching thread, behind the cache: only
+    # the chunks it misses reach the model (a new version re-embeds only what changed).
+    # Queries use the model directly, through embed_query and the same cache.
     batching = BatchingEmbedder(embedder, max_batch=settings.embedding.pipeline_batch)
     indexing_deps = indexing.IndexingDeps(
         sessions=sessions,
         store=store,
-        embedder=batching,
+        embedder=CachedEmbedder(batching, cache, on_lookup=count_cache_lookups("ingest")),
         chunking=settings.chunking,
         ingestion=settings.ingestion,
         max_attempts=settings.workers.max_attempts,
     )
     min_score = settings.retrieval.min_score
+    min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
+    extractive = ExtractiveGenerator(
+        embedder, max_sentences=settings.retrieval.max_answer_sentences, min_score=min_score
+    )
     query_deps = QueryDeps(
         store=store,
         embedder=embedder,
-        cache=MemoryCache(max_entries=settings.retrieval.embedding_cache_entries),
-        generator=ExtractiveGenerator(
-            embedder,
-            max_sentences=settings.retrieval.max_answer_sentences,
-            min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
-        ),
+        cache=cache,
+        generator=extractive,
+        routers=RouterFactory(default=settings.routes, extractive=extractive, min_score=min_score),
         default_top_k=settings.retrieval.top_k,
+        search=SearchOptions(
+            mode=settings.retrieval.mode,
+            candidates=settings.retrieval.candidates,
+            rrf_k=settings.retrieval.rrf_k,
+            dense_weight=settings.retrieval.dense_weight,
+            lexical_weight=settings.retrieval.lexical_weight,
+        ),
+        reranker=make_reranker(settings.retrieval.reranker),
+        rerank_candidates=settings.retrieval.rerank_candidates,
     )
     handler = functools.partial(indexing.ingest_document, deps=indexing_deps)
     on_give_up = functools.partial(indexing.give_up, deps=indexing_deps)

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from retrieval.config import RoutesConfig
+from retrieval.stores.base import SearchMode
+
 Name = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"),
@@ -69,16 +72,40 @@ class UsagePublic(BaseModel):
     completion_tokens: int
 
 
+class SearchSettings(Strict):
+    """How a namespace's queries search; unset fields take the server's defaults
+    (``SHOAL_RETRIEVAL__...``). A query may override ``mode`` and ``rerank``."""
+
+    mode: SearchMode | None = Field(
+        None,
+        description=(
+            "`hybrid`: dense and BM25 rankings fused by reciprocal rank fusion; `dense`: the "
+            "embedding alone; `lexical`: BM25 alone."
+        ),
+    )
+    dense_weight: float | None = Field(None, ge=0, le=10, description="Dense weight in RRF.")
+    lexical_weight: float | None = Field(None, ge=0, le=10, description="BM25 weight in RRF.")
+    rerank: bool | None = Field(
+        None, description="Reorder the candidates with the server's reranker (if configured)."
+    )
+
+
 class NamespaceCreate(Strict):
     name: Name
     embedding_model: str | None = Field(None, description="Unset: the server's model.")
     indexed_fields: dict[str, FieldType] = Field(default_factory=dict)
-    routes: dict[str, Any] = Field(default_factory=dict)
+    routes: RoutesConfig | None = Field(
+        None, description="`small`/`large` generation routes; unset: the server's default."
+    )
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
 
 class NamespaceUpdate(Strict):
     indexed_fields: dict[str, FieldType] | None = None
-    routes: dict[str, Any] | None = None
+    routes: RoutesConfig | None = Field(
+        None, description="Replaces the routes; `{}` returns to the server's default."
+    )
+    search: SearchSettings | None = None
 
 
 class NamespacePublic(BaseModel):
@@ -88,6 +115,7 @@ class NamespacePublic(BaseModel):
     embedding_dimension: int
     indexed_fields: dict[str, str]
     routes: dict[str, Any]
+    search: dict[str, Any]
     created_at: dt.datetime
 
 
@@ -167,6 +195,26 @@ class QueryRequest(Strict):
         str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)
     ]
     top_k: int | None = Field(None, ge=1, le=50)
+    filter: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Metadata filter over the namespace's indexed_fields: `{field, eq|in|range|exists}` "
+            "conditions combined with `and`/`or`/`not` (README: Metadata filters)."
+        ),
+    )
+    mode: SearchMode | None = Field(None, description="Override the namespace's search mode.")
+    rerank: bool | None = Field(None, description="Override the namespace's rerank choice.")
+    route: Literal["small", "large", "auto"] = Field(
+        "auto",
+        description="Generation route; `auto` decides from the question and retrieved context.",
+    )
+    stream: bool = Field(
+        False,
+        description=(
+            "Answer as Server-Sent Events: `token` events, then `citations`, then `done` with "
+            "route, usage and timings."
+        ),
+    )
 
 
 class CitationPublic(BaseModel):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
-from retrieval.config import VectorStoreConfig
+from retrieval.config import CacheConfig, RoutesConfig, VectorStoreConfig
+from retrieval.stores.base import SearchMode
 
 
 class ApiConfig(BaseModel):
@@ -80,9 +82,41 @@ class RetrievalConfig(BaseModel):
     max_answer_sentences: int = Field(
         3, ge=1, le=20, description="Sentences quoted by the extractive answer."
     )
-    embedding_cache_entries: int = Field(
-        10_000, ge=1, description="Question embeddings kept in the in-process cache."
+    mode: SearchMode = Field(
+        "hybrid",
+        description=(
+            "Default search of namespaces that set none: `hybrid` (dense + BM25, fused by "
+            "RRF), `dense` or `lexical` (bench/RESULTS.md compares them)."
+        ),
     )
+    candidates: int = Field(
+        100, ge=10, le=1000, description="Points each signal contributes to hybrid fusion."
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="The k of reciprocal rank fusion.")
+    dense_weight: float = Field(1.0, ge=0, le=10, description="Weight of the dense ranking.")
+    lexical_weight: float = Field(1.0, ge=0, le=10, description="Weight of the BM25 ranking.")
+    reranker: str = Field(
+        "identity",
+        description=(
+            "`identity` (keep the search order) or `cross-encoder:/path/to/model`, a local "
+            "sentence-transformers CrossEncoder directory; used by namespaces or queries that "
+            "ask to rerank."
+        ),
+    )
+    rerank_candidates: int = Field(
+        30, ge=1, le=100, description="Passages handed to the reranker, which keeps top_k."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_entries_moved(cls, data: Any) -> Any:  # Any: the raw input, before validation
+        # The cache now serves indexing too; refuse the old name at start-up rather than
+        # silently ignore an operator's limit.
+        if isinstance(data, dict) and "embedding_cache_entries" in data:
+            raise ValueError(
+                "SHOAL_RETRIEVAL__EMBEDDING_CACHE_ENTRIES is now SHOAL_CACHE__MAX_ENTRIES"
+            )
+        return data
 
 
 class Settings(BaseSettings):
@@ -100,7 +134,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; `postgresql://` accepted. Unset: SQLite under data_dir.",
     )
     redis_url: str | None = Field(
-        None, description="Redis for shared caches and limits. Unset: in-process."
+        None,
+        description=(
+            "Redis for shared caches (the embedding cache, `SHOAL_CACHE__...`) and limits. "
+            "Unset: in-process."
+        ),
     )
     broker_url: str | None = Field(
         None, description="Celery broker (Redis or RabbitMQ). Unset: in-process task runner."
@@ -124,6 +162,15 @@ class Settings(BaseSettings):
     chunking: ChunkingConfig = ChunkingConfig()
     ingestion: IngestionConfig = IngestionConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    routes: RoutesConfig = Field(
+        default_factory=RoutesConfig,
+        description=(
+            "Default `small`/`large` generation routes of namespaces that set none, as JSON "
+            '(`SHOAL_ROUTES=\'{"small": {"backend": "openai", "endpoints": [...]}}\'`). '
+            "Unset: extractive answers."
+        ),
+    )
+    cache: CacheConfig = CacheConfig()
 
     @field_validator("bootstrap_key")
     @classmethod

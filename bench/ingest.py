@@ -1,6 +1,6 @@
 """Ingestion throughput: Shoal's whole pipeline against the raw model on the same chunks.
 
-    python bench/ingest.py [--limit N] [--batch-sizes 4,8,10,16,32,64] [--concurrency C]
+    python -m bench.ingest [--limit N] [--batch-sizes 4,8,10,16,32,64] [--concurrency C]
 
 Pipeline: the embedded platform (SQLite, Qdrant Edge on disk, in-process runner, default
 settings) takes the SciFact corpus as one JSONL upload, one document per record, and the clock

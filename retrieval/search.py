@@ -6,7 +6,7 @@ import dataclasses
 
 from retrieval.stores.base import Hit, SearchRequest, VectorStore
 
-MAX_LIMIT = 100
+MAX_LIMIT = 300
 
 
 def search(

@@ -103,6 +103,8 @@ class Namespace(Base):
     embedding_dimension: Mapped[int] = mapped_column(Integer)
     indexed_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     routes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Overrides of the server's search defaults (app.schemas.SearchSettings); {} for none.
+    search: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from app.errors import InvalidRequestError
@@ -13,6 +15,7 @@ from app.services.keys import (
     authorize_tenant_reader,
     authorize_tenant_scope,
 )
+from retrieval.config import RoutesConfig
 
 router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
 
@@ -35,7 +38,8 @@ def create_namespace(
         embedding_model=model,
         embedding_dimension=platform.embedder.dimension,
         indexed_fields=dict(body.indexed_fields),
-        routes=body.routes,
+        routes=_stored_routes(body.routes),
+        search=body.search.model_dump(exclude_none=True),
         store=platform.store,
     )
     return NamespacePublic.model_validate(namespace, from_attributes=True)
@@ -65,8 +69,9 @@ def update_namespace(
         tenant_id=authorize_tenant_scope(caller, ADMIN),
         name=ns,
         indexed_fields=None if body.indexed_fields is None else dict(body.indexed_fields),
-        routes=body.routes,
+        routes=None if body.routes is None else _stored_routes(body.routes),
         store=platform.store,
+        search=None if body.search is None else body.search.model_dump(exclude_none=True),
     )
     return NamespacePublic.model_validate(namespace, from_attributes=True)
 
@@ -78,3 +83,8 @@ def delete_namespace(
     tenant_id = authorize_tenant_scope(caller, ADMIN)
     namespaces.delete_namespace(session, tenant_id=tenant_id, name=ns, store=platform.store)
     return Response(status_code=204)
+
+
+def _stored_routes(routes: RoutesConfig | None) -> dict[str, Any]:
+    """What the database keeps: only what differs from the defaults ({}: the server's)."""
+    return {} if routes is None else routes.model_dump(mode="json", exclude_defaults=True)

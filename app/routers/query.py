@@ -1,32 +1,110 @@
-"""``/v1/namespaces/{ns}/query``: a cited answer, or a plain statement that there is none."""
+"""``/v1/namespaces/{ns}/query``: a cited answer, or a plain statement that there is none.
+
+With ``stream: true`` the answer comes as Server-Sent Events:
+
+- ``route``: ``{name, reason}``, before any text;
+- ``token``: ``{text}``, pieces of the answer in order;
+- ``citations``: ``{citations: [...]}``, as in the JSON answer;
+- ``done``: ``{answer, answerable, route, degraded, usage, timings_ms}``; ``timings_ms``
+  includes ``first_token``, the time to the first token;
+- ``error``: ``{title, detail}`` if generation fails after text was sent (before that, a
+  failing route falls back and the stream goes on).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter
+import structlog
+from fastapi import APIRouter, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas import CitationPublic, QueryAnswer, QueryRequest, RoutePublic, UsageTokens
 from app.services.keys import QUERY, authorize_tenant_scope
-from app.services.query import answer_question
+from app.services.query import (
+    QueryResult,
+    StreamEnd,
+    StreamStart,
+    answer_question,
+    stream_answer,
+)
+from retrieval.generation.base import Delta
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/namespaces/{ns}", tags=["query"])
 
+ROUTE_HEADER = "X-Shoal-Route"
+ROUTE_REASON_HEADER = "X-Shoal-Route-Reason"
 
-@router.post("/query")
+
+@router.post(
+    "/query",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}},
+)
 def query(
-    ns: str, body: QueryRequest, caller: CallerDep, session: SessionDep, platform: PlatformDep
+    ns: str,
+    body: QueryRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    platform: PlatformDep,
+    response: Response,
 ) -> QueryAnswer:
-    result = answer_question(
-        session,
-        tenant_id=authorize_tenant_scope(caller, QUERY),
-        key_id=caller.key_id,
-        namespace_name=ns,
-        question=body.question,
-        top_k=body.top_k,
-        deps=platform.query,
-    )
+    common: dict[str, Any] = {
+        "tenant_id": authorize_tenant_scope(caller, QUERY),
+        "key_id": caller.key_id,
+        "namespace_name": ns,
+        "question": body.question,
+        "top_k": body.top_k,
+        "deps": platform.query,
+        "filter": body.filter,
+        "overrides": {"mode": body.mode, "rerank": body.rerank},
+        "route": body.route,
+    }
+    if body.stream:
+        events = stream_answer(session, sessions=platform.sessions, **common)
+        # The route is known before the first token: the headers carry it too.
+        start = next(events)
+        assert isinstance(start, StreamStart)  # noqa: S101 (stream_answer's contract)
+        return EventSourceResponse(  # type: ignore[return-value]  # FastAPI passes it through
+            _sse(start, events), headers=_route_headers(start.route_name, start.route_reason)
+        )
+    result = answer_question(session, **common)
+    response.headers.update(_route_headers(result.route_name, result.route_reason))
+    return _public(result)
+
+
+def _sse(
+    start: StreamStart, events: Iterator[StreamStart | Delta | StreamEnd]
+) -> Iterator[ServerSentEvent]:
+    yield _event("route", {"name": start.route_name, "reason": start.route_reason})
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                yield _event("token", {"text": event.text})
+            elif isinstance(event, StreamEnd):
+                public = _public(event.result)
+                citations = [c.model_dump() for c in public.citations]
+                yield _event("citations", {"citations": citations})
+                yield _event("done", public.model_dump(exclude={"citations"}))
+    except Exception as exc:  # the status is sent: an event is all that can still say it
+        log.exception("stream_failed")
+        yield _event("error", {"title": "generation failed", "detail": str(exc)})
+
+
+def _event(name: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(data), event=name)
+
+
+def _route_headers(name: str, reason: str) -> dict[str, str]:
+    # Header values must be Latin-1; reasons are ASCII by construction, but be safe.
+    return {ROUTE_HEADER: name, ROUTE_REASON_HEADER: reason.encode("ascii", "replace").decode()}
+
+
+def _public(result: QueryResult) -> QueryAnswer:
     answer = result.answer
     payloads = {p.chunk_id: p.payload for p in result.passages}
     return QueryAnswer(

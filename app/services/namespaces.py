@@ -37,6 +37,7 @@ def create_namespace(
     indexed_fields: dict[str, str],
     routes: dict[str, Any],
     store: VectorStore,
+    search: dict[str, Any] | None = None,
 ) -> Namespace:
     """Create a namespace and its collection, and commit.
 
@@ -54,6 +55,7 @@ def create_namespace(
         embedding_dimension=embedding_dimension,
         indexed_fields=indexed_fields,
         routes=routes,
+        search=search or {},
     )
     session.add(namespace)
     try:
@@ -96,8 +98,9 @@ def update_namespace(
     indexed_fields: dict[str, str] | None,
     routes: dict[str, Any] | None,
     store: VectorStore,
+    search: dict[str, Any] | None = None,
 ) -> Namespace:
-    """Change routes and add indexed fields, and commit.
+    """Change routes and search settings, add indexed fields, and commit.
 
     Indexed fields can be added, not retyped or removed: points already written carry the
     old payload, and a type change would silently stop matching them.
@@ -117,6 +120,8 @@ def update_namespace(
         namespace.indexed_fields = dict(indexed_fields)
     if routes is not None:
         namespace.routes = dict(routes)
+    if search is not None:
+        namespace.search = dict(search)
     session.commit()
     store.ensure_collection(namespace.collection, collection_spec(namespace))
     return namespace

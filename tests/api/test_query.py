@@ -101,5 +101,8 @@ def test_query_needs_the_query_scope_and_a_question(api: Api) -> None:
     assert_problem(ask(api, tenant.write_key, "hello?"), 403, "forbidden")
     assert_problem(ask(api, tenant.query_key, ""), 422, "validation-error")
     assert_problem(ask(api, tenant.query_key, "hi", top_k=0), 422, "validation-error")
-    assert_problem(ask(api, tenant.query_key, "hi", filter={"year": 1}), 422, "validation-error")
+    problem = assert_problem(
+        ask(api, tenant.query_key, "hi", filter={"year": 1}), 422, "invalid-request"
+    )
+    assert problem["field"] == "filter"
     assert ask(api, tenant.admin_key, "hello?").status_code == 200

@@ -1,0 +1,102 @@
+"""Building routers from route configurations, once per distinct configuration.
+
+A namespace's ``routes`` (or, when it sets none, the server's ``SHOAL_ROUTES``) name the
+``small`` and ``large`` routes. Backends hold connections (OpenAI clients) or whole models
+(local), so each distinct route configuration is built once per process and reused by every
+request and namespace that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import InvalidRequestError
+from retrieval.config import RouteConfig, RoutesConfig
+from retrieval.generation.base import GenerationBackend
+from retrieval.routing import EndpointPool, RoutePolicy, Router
+
+
+def parse_routes(raw: Mapping[str, Any]) -> RoutesConfig:
+    """A stored or submitted ``routes`` object, validated.
+
+    Raises:
+        InvalidRequestError: it does not describe routes; ``field`` names the culprit.
+    """
+    try:
+        return RoutesConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in ("routes", *first["loc"]))
+        raise InvalidRequestError(f"{where}: {first['msg']}", field=where) from exc
+
+
+class RouterFactory:
+    """Routers for route configurations, with each route's endpoints built once."""
+
+    def __init__(
+        self, *, default: RoutesConfig, extractive: GenerationBackend, min_score: float
+    ) -> None:
+        self._default = default
+        self._extractive = extractive
+        self._min_score = min_score
+        self._pools: dict[str, EndpointPool] = {}
+        self._lock = threading.Lock()
+
+    def router(self, routes: Mapping[str, Any]) -> Router:
+        """The router for a namespace's ``routes`` ({} means the server's default)."""
+        config = parse_routes(routes) if routes else self._default
+        policy = RoutePolicy(**config.policy.model_dump())
+        return Router(
+            small=self._pool(config.small),
+            large=self._pool(config.large),
+            extractive=self._extractive,
+            policy=policy,
+        )
+
+    def _pool(self, route: RouteConfig | None) -> EndpointPool | None:
+        if route is None or route.backend == "extractive":
+            return None
+        key = json.dumps(route.model_dump(mode="json"), sort_keys=True)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = EndpointPool(self._backends(route))
+                self._pools[key] = pool
+            return pool
+
+    def _backends(self, route: RouteConfig) -> list[tuple[GenerationBackend, float]]:
+        if route.backend == "local":
+            from retrieval.generation.local import LocalBackend
+
+            assert route.model_path is not None  # noqa: S101 (checked by RouteConfig)
+            local = LocalBackend(
+                route.model_path,
+                gguf_file=route.gguf_file,
+                max_new_tokens=route.max_output_tokens,
+                context_window=route.context_window,
+                min_score=self._min_score,
+            )
+            return [(local, 1.0)]
+        from retrieval.generation.openai import OpenAIBackend
+
+        return [
+            (
+                OpenAIBackend(
+                    endpoint.url,
+                    endpoint.model,
+                    api_key=os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None,
+                    context_window=route.context_window,
+                    max_output_tokens=route.max_output_tokens,
+                    timeout_s=route.timeout_s,
+                    min_score=self._min_score,
+                ),
+                endpoint.weight,
+            )
+            for endpoint in route.endpoints
+        ]

@@ -1,0 +1,221 @@
+"""Answers through HTTP with every generation backend: routing (with its reason), fallbacks
+large → small → extractive, and streaming, against llama.cpp's real OpenAI-compatible server
+and the real local model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from tests.api.conftest import (
+    Tenant,
+    assert_problem,
+    make_namespace,
+    make_tenant,
+    upload,
+    wait_for_job,
+)
+from tests.conftest import SMOLLM2_GGUF, Api, free_port, start_api
+
+pytestmark = pytest.mark.slow
+
+OTTERS = (
+    "Sea otters hold hands while they sleep so that they do not drift apart on the water. "
+    "A group of resting otters is called a raft."
+)
+FACTUAL = "What is a group of resting sea otters called?"
+ANALYTICAL = "Why do sea otters hold hands while they sleep?"
+
+
+def openai_route(url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "backend": "openai",
+        "endpoints": [{"url": url, "model": "smollm2"}],
+        # Budgets are counted in cl100k tokens; SmolLM2's tokenizer needs ~14 % more, and the
+        # server's window is 2048.
+        "context_window": 1536,
+        "max_output_tokens": 64,
+        "timeout_s": 60,
+        **extra,
+    }
+
+
+def dead_route() -> dict[str, Any]:
+    return openai_route(f"http://127.0.0.1:{free_port()}/v1", timeout_s=2)
+
+
+def setup(api: Api, routes: dict[str, Any]) -> Tenant:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs", routes=routes)
+    accepted = upload(api, tenant, "docs", [{"text": OTTERS, "filename": "otters.txt"}])
+    assert wait_for_job(api, tenant, accepted["job_id"])["state"] == "succeeded"
+    return tenant
+
+
+def ask(api: Api, tenant: Tenant, question: str, **extra: Any):
+    response = api.client.post(
+        "/v1/namespaces/docs/query",
+        json={"question": question, **extra},
+        headers=api.headers(tenant.query_key),
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_the_small_route_answers_through_an_openai_compatible_server(
+    api: Api, llama_server: str
+) -> None:
+    tenant = setup(api, {"small": openai_route(llama_server), "large": dead_route()})
+
+    response = ask(api, tenant, FACTUAL, route="small")
+
+    body = response.json()
+    assert body["route"] == {"name": "small", "reason": "requested: small"}
+    assert response.headers["X-Shoal-Route"] == "small"
+    assert body["answerable"] is True
+    assert body["usage"]["prompt_tokens"] > 0
+    assert body["usage"]["completion_tokens"] > 0
+    assert body["citations"][0]["filename"] == "otters.txt"
+    assert body["answer"].strip()
+
+
+def test_a_failing_large_route_falls_back_to_small_and_says_why(
+    api: Api, llama_server: str
+) -> None:
+    tenant = setup(api, {"small": openai_route(llama_server), "large": dead_route()})
+
+    body = ask(api, tenant, ANALYTICAL).json()
+
+    assert body["route"]["name"] == "small"
+    reason = body["route"]["reason"]
+    assert reason.startswith("auto: ")
+    assert "analytical question" in reason  # why auto chose large
+    assert "fell back after large (openai:smollm2) failed" in reason
+    metrics = api.client.get("/metrics").text
+    assert 'shoal_route_decisions_total{decided_by="auto",fallback="true",route="small"}' in metrics
+
+
+def test_when_every_llm_route_fails_the_answer_is_extractive(api: Api) -> None:
+    tenant = setup(api, {"small": dead_route(), "large": dead_route()})
+
+    response = ask(api, tenant, ANALYTICAL)
+
+    body = response.json()
+    assert body["route"]["name"] == "extractive"
+    assert (
+        "fell back after large (openai:smollm2), small (openai:smollm2)" in body["route"]["reason"]
+    )
+    assert response.headers["X-Shoal-Route"] == "extractive"
+    assert body["answerable"] is True
+    assert "hold hands" in body["answer"]
+
+
+def test_without_routes_a_factual_question_is_answered_by_quoting(api: Api) -> None:
+    tenant = setup(api, {})
+    body = ask(api, tenant, FACTUAL).json()
+    assert body["route"]["name"] == "extractive"
+    assert "no LLM route is configured" in body["route"]["reason"]
+
+
+def read_events(api: Api, tenant: Tenant, question: str, **extra: Any) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    with api.client.stream(
+        "POST",
+        "/v1/namespaces/docs/query",
+        json={"question": question, "stream": True, **extra},
+        headers=api.headers(tenant.query_key),
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((str(name), json.loads(line.split(":", 1)[1])))
+    return events
+
+
+def test_streaming_sends_tokens_then_citations_then_usage_and_timings(
+    api: Api, llama_server: str
+) -> None:
+    tenant = setup(api, {"small": openai_route(llama_server)})
+
+    events = read_events(api, tenant, FACTUAL, route="small")
+
+    names = [name for name, _ in events]
+    assert names[0] == "route"
+    assert names[-2:] == ["citations", "done"]
+    tokens = [data["text"] for name, data in events if name == "token"]
+    assert len(tokens) >= 2
+    done = events[-1][1]
+    assert "".join(tokens) == done["answer"]
+    assert done["route"]["name"] == "small"
+    assert done["usage"]["completion_tokens"] > 0
+    assert 0 < done["timings_ms"]["first_token"] <= done["timings_ms"]["total"]
+    assert events[-2][1]["citations"][0]["filename"] == "otters.txt"
+    assert "shoal_time_to_first_token_seconds_count" in api.client.get("/metrics").text
+
+
+def test_a_streamed_extractive_answer_has_the_same_shape(api: Api) -> None:
+    tenant = setup(api, {})
+    events = read_events(api, tenant, FACTUAL)
+    assert [name for name, _ in events] == ["route", "token", "citations", "done"]
+    assert events[1][1]["text"] == events[-1][1]["answer"]
+
+
+def test_the_local_backend_answers_through_http(api: Api, smollm2_dir: Path) -> None:
+    local = {
+        "backend": "local",
+        "model_path": str(smollm2_dir),
+        "gguf_file": SMOLLM2_GGUF,
+        "context_window": 1536,
+        "max_output_tokens": 48,
+    }
+    tenant = setup(api, {"small": local})
+
+    body = ask(api, tenant, FACTUAL, route="small").json()
+
+    assert body["route"]["name"] == "small"
+    assert body["answerable"] is True
+    assert body["usage"]["completion_tokens"] > 0
+    assert body["citations"]
+
+
+@pytest.mark.parametrize(
+    ("routes", "field"),
+    [
+        ({"small": {"backend": "openai"}}, "routes.small"),
+        ({"small": {"backend": "telepathy"}}, "routes.small.backend"),
+        ({"large": {"backend": "local"}}, "routes.large"),
+        ({"medium": {"backend": "extractive"}}, "routes.medium"),
+    ],
+)
+def test_a_bad_route_configuration_is_a_422(api: Api, routes: dict[str, Any], field: str) -> None:
+    tenant = make_tenant(api, "acme")
+    response = api.client.post(
+        "/v1/namespaces",
+        json={"name": "docs", "routes": routes},
+        headers=api.headers(tenant.admin_key),
+    )
+    problem = assert_problem(response, 422, "validation-error")
+    assert any(".".join(map(str, e["loc"])).endswith(field) for e in problem["errors"]), problem
+
+
+def test_the_servers_default_routes_serve_namespaces_without_their_own(
+    tmp_path: Path, sqlite_url: str, embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_ROUTES", json.dumps({"small": dead_route()}))
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    assert settings.routes.small is not None
+    for api in start_api(settings, embedder):
+        tenant = setup(api, {})
+
+        body = ask(api, tenant, FACTUAL).json()
+
+        assert body["route"]["name"] == "extractive"
+        assert "fell back after small (openai:smollm2) failed" in body["route"]["reason"]
