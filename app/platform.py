@@ -159,6 +159,7 @@ def build_platform(
             rrf_k=settings.retrieval.rrf_k,
             dense_weight=settings.retrieval.dense_weight,
             lexical_weight=settings.retrieval.lexical_weight,
+            fusion=settings.retrieval.fusion,
         ),
         reranker=make_reranker(settings.retrieval.reranker),
         rerank_candidates=settings.retrieval.rerank_candidates,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from retrieval.config import RoutesConfig
-from retrieval.stores.base import SearchMode
+from retrieval.stores.base import Fusion, SearchMode
 
 Name = Annotated[
     str,
@@ -83,6 +83,7 @@ class SearchSettings(Strict):
             "embedding alone; `lexical`: BM25 alone."
         ),
     )
+    fusion: Fusion | None = Field(None, description="`dbsf` or `rrf` (hybrid mode).")
     dense_weight: float | None = Field(None, ge=0, le=10, description="Dense weight in RRF.")
     lexical_weight: float | None = Field(None, ge=0, le=10, description="BM25 weight in RRF.")
     rerank: bool | None = Field(

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
 from retrieval.config import CacheConfig, RoutesConfig, VectorStoreConfig
-from retrieval.stores.base import SearchMode
+from retrieval.stores.base import Fusion, SearchMode
 
 
 class ApiConfig(BaseModel):
@@ -91,6 +91,14 @@ class RetrievalConfig(BaseModel):
     )
     candidates: int = Field(
         100, ge=10, le=1000, description="Points each signal contributes to hybrid fusion."
+    )
+    fusion: Fusion = Field(
+        "dbsf",
+        description=(
+            "How hybrid search merges dense and BM25: `dbsf` (distribution-based score fusion: "
+            "each ranking's scores standardised, then summed; no parameters) or `rrf` "
+            "(reciprocal rank fusion with `rrf_k` and the weights). bench/RESULTS.md compares them."
+        ),
     )
     rrf_k: int = Field(60, ge=1, le=1000, description="The k of reciprocal rank fusion.")
     dense_weight: float = Field(1.0, ge=0, le=10, description="Weight of the dense ranking.")

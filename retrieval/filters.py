@@ -243,6 +243,25 @@ def _scalar(value: Any, kind: str, where: str) -> Scalar:
     raise FilterError(f"expected {article} {kind} value, got {value!r}", field=where)
 
 
+def normalise_metadata_value(value: Any, kind: str) -> Any:
+    """A document's metadata ``value`` for a field declared ``kind``, checked and normalised.
+
+    ``null``, a value of the type, or a list of them; datetimes become UTC RFC 3339, the form
+    filters compare. Checked at upload, so a filter never meets a value it cannot compare.
+
+    Raises:
+        ValueError: the value or an element of the list has another type.
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, list):
+            return [_scalar(v, kind, "") for v in value]
+        return _scalar(value, kind, "")
+    except FilterError as exc:
+        raise ValueError(str(exc).removeprefix(": ")) from exc
+
+
 def parse_datetime(value: str) -> dt.datetime | None:
     """``value`` as an aware datetime (no offset: UTC), or None if it is not ISO 8601."""
     try:

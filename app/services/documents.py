@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Document, DocumentContent, DocumentState, Job, JobDocument, Namespace
-from app.errors import ConflictError, NotFoundError
+from app.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.services import idempotency as idempotency_keys
 from app.services.idempotency import IdempotencyClaim
 from ingestion.config import DEFAULT_INGESTION, IngestionConfig
@@ -25,6 +26,7 @@ from ingestion.parsers import (
     detect_media_type,
     split_records,
 )
+from retrieval.filters import normalise_metadata_value
 from retrieval.stores.base import VectorStore
 
 log = structlog.get_logger(__name__)
@@ -100,7 +102,7 @@ def upload(
         IdempotencyKeyReusedError: the key was used for another request (nothing is written).
         ConflictError: too many concurrent uploads under one ``external_id`` (rare; retry).
     """
-    typed = _typed_items(items, ingestion)
+    typed = _checked_metadata(_typed_items(items, ingestion), namespace.indexed_fields)
     tenant_id, namespace_name = namespace.tenant_id, namespace.name
     if idempotency is not None:
         replay = _replay(session, tenant_id, idempotency)
@@ -229,6 +231,36 @@ def _typed_items(
             for position, record in enumerate(records, start=1)
         )
     return typed
+
+
+def _checked_metadata(
+    typed: list[tuple[UploadItem, str]], fields: dict[str, str]
+) -> list[tuple[UploadItem, str]]:
+    """``typed`` with each document's declared metadata fields checked and normalised.
+
+    Filters compare a field's values by its declared type (:mod:`retrieval.filters`); a value
+    of another type would silently never match, so it refuses the upload instead.
+
+    Raises:
+        InvalidRequestError: a declared field holds a value of another type; ``field`` is
+            ``documents[i].metadata.<name>``, ``i`` counting documents (records included).
+    """
+    if not fields:
+        return typed
+    checked = []
+    for position, (item, media_type) in enumerate(typed):
+        metadata = dict(item.metadata)
+        for name, kind in fields.items():
+            if name not in metadata:
+                continue
+            try:
+                metadata[name] = normalise_metadata_value(metadata[name], kind)
+            except ValueError as exc:
+                where = f"documents[{position}].metadata.{name}"
+                source = f" ({item.filename})" if item.filename else ""
+                raise InvalidRequestError(f"{where}{source}: {exc}", field=where) from exc
+        checked.append((dataclasses.replace(item, metadata=metadata), media_type))
+    return checked
 
 
 def _record_external_id(item: UploadItem, record: Record, position: int, count: int) -> str | None:

@@ -181,6 +181,7 @@ def evaluate(
     if options is not None:
         report["search"] = {
             "mode": options.mode,
+            "fusion": options.fusion,
             "rrf_k": options.rrf_k,
             "dense_weight": options.dense_weight,
             "lexical_weight": options.lexical_weight,

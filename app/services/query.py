@@ -31,7 +31,7 @@ from retrieval.generation.base import Answer, Delta, GenerationBackend, Passage,
 from retrieval.rerank import Reranker
 from retrieval.routing import Requested, RouteChoice, Router
 from retrieval.search import MAX_LIMIT, search
-from retrieval.stores.base import Hit, SearchMode, SearchRequest, VectorStore
+from retrieval.stores.base import Fusion, Hit, SearchMode, SearchRequest, VectorStore
 
 # Searches of one question while hits keep being dropped (see _search_visible).
 _SEARCH_ATTEMPTS = 3
@@ -48,6 +48,7 @@ class SearchOptions:
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
+    fusion: Fusion = "dbsf"
     rerank: bool = False
 
     def overlay(self, overrides: Mapping[str, Any]) -> SearchOptions:
@@ -141,6 +142,7 @@ def retrieve(
         rrf_k=options.rrf_k,
         dense_weight=options.dense_weight,
         lexical_weight=options.lexical_weight,
+        fusion=options.fusion,
     )
     mark = time.perf_counter()
     hits = _search_visible(session, deps.store, namespace, request)

@@ -17,14 +17,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Per-namespace overrides of the server's search defaults; {} means none.
-    with op.batch_alter_table("namespaces", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("search", sa.JSON(), nullable=True))
-    op.execute("UPDATE namespaces SET search = '{}'")
-    with op.batch_alter_table("namespaces", schema=None) as batch_op:
-        batch_op.alter_column("search", existing_type=sa.JSON(), nullable=False)
+    # Per-namespace overrides of the server's search defaults; '{}' means none. A plain
+    # ADD COLUMN with a default, never a batch copy: on SQLite a copy drops and recreates the
+    # namespaces table, and the drop would cascade to every document.
+    op.add_column(
+        "namespaces",
+        sa.Column("search", sa.JSON(), nullable=False, server_default=sa.text("'{}'")),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("namespaces", schema=None) as batch_op:
-        batch_op.drop_column("search")
+    # SQLite has had DROP COLUMN since 3.35; no table copy here either.
+    op.drop_column("namespaces", "search")

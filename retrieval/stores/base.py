@@ -31,6 +31,10 @@ TEXT_FIELD = "text"
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 
+# How hybrid search merges its two rankings: reciprocal rank fusion (weighted) or
+# distribution-based score fusion (each list's scores standardised, then summed).
+Fusion = Literal["rrf", "dbsf"]
+
 # Collection names become directory names under the embedded store's root, so the alphabet
 # leaves no way out of it ("/", "." and ".." are impossible); both stores apply the same rule.
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -125,8 +129,10 @@ class SearchRequest:
 
     ``where`` and ``filter`` together restrict the candidates in every mode; ``text`` is what
     BM25 ranks by (required unless ``mode`` is dense). In hybrid mode each signal contributes
-    its best ``candidates`` points and reciprocal rank fusion
-    (``weight / (rrf_k + rank)``, ranks counted from 0, summed) orders their union.
+    its best ``candidates`` points and ``fusion`` orders their union: reciprocal rank fusion
+    (``weight / (rrf_k + rank)``, ranks counted from 0, summed), or distribution-based score
+    fusion (Qdrant's: each list's scores normalised by its mean and spread, summed; weights do
+    not apply).
     """
 
     vector: Sequence[float]
@@ -139,6 +145,7 @@ class SearchRequest:
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
+    fusion: Fusion = "rrf"
 
     def __post_init__(self) -> None:
         if self.candidates < 1:

@@ -125,6 +125,13 @@ def _filter(where: Where, expr: f.Expr | None = None) -> edge.Filter | None:
     return edge.Filter(must=conditions) if conditions else None
 
 
+def _fusion(request: SearchRequest) -> edge.Fusion:
+    if request.fusion == "dbsf":
+        return edge.Fusion.Dbsf()  # type: ignore[return-value]  # the stub omits nested classes
+    weights = [request.dense_weight, request.lexical_weight]
+    return edge.Fusion.Rrf(k=request.rrf_k, weights=weights)  # type: ignore[return-value]
+
+
 @contextmanager
 def _engine_errors(action: str, name: str) -> Iterator[None]:
     try:
@@ -244,9 +251,7 @@ class EdgeStore:
                     edge.Prefetch(limit=request.candidates, query=dense, filter=conditions),
                     edge.Prefetch(limit=request.candidates, query=lexical, filter=conditions),
                 ],
-                query=edge.Fusion.Rrf(  # type: ignore[arg-type]  # the stub omits nested classes
-                    k=request.rrf_k, weights=[request.dense_weight, request.lexical_weight]
-                ),
+                query=_fusion(request),
                 limit=request.limit,
                 with_payload=True,
                 with_vector=True,

@@ -242,7 +242,11 @@ class ServerStore:
                 ),
             ]
             weights = [request.dense_weight, request.lexical_weight]
-            query = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=weights))
+            query = (
+                models.FusionQuery(fusion=models.Fusion.DBSF)
+                if request.fusion == "dbsf"
+                else models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=weights))
+            )
         elif request.mode == "lexical":
             query, using = lexical, TEXT_FIELD
         else:

@@ -155,3 +155,54 @@ def test_a_namespace_keeps_its_search_settings(api: Api) -> None:
         headers=api.headers(tenant.admin_key),
     )
     assert_problem(bad, 422, "validation-error")
+
+
+@pytest.mark.parametrize(
+    ("documents", "field"),
+    [
+        ([{"text": "a", "metadata": {"year": "2019"}}], "documents[0].metadata.year"),
+        (
+            [{"text": "a"}, {"text": "b", "metadata": {"published": "soon"}}],
+            "documents[1].metadata.published",
+        ),
+        ([{"text": "a", "metadata": {"kind": ["x", 3]}}], "documents[0].metadata.kind"),
+        (
+            [{"text": "a", "metadata": {"peer_reviewed": "yes"}}],
+            "documents[0].metadata.peer_reviewed",
+        ),
+    ],
+)
+def test_metadata_of_the_wrong_type_for_a_declared_field_refuses_the_upload(
+    api: Api, documents: list[dict[str, Any]], field: str
+) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs", indexed_fields=FIELDS)
+
+    response = api.client.post(
+        "/v1/namespaces/docs/documents",
+        json={"documents": documents},
+        headers=api.headers(tenant.write_key),
+    )
+
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["field"] == field
+    listed = api.client.get("/v1/namespaces/docs/documents", headers=api.headers(tenant.write_key))
+    assert listed.json()["total"] == 0  # nothing was half-accepted
+
+
+def test_declared_datetimes_are_stored_in_one_form(api: Api) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs", indexed_fields=FIELDS)
+    accepted = upload(
+        api,
+        tenant,
+        "docs",
+        [{"text": "a", "metadata": {"published": "2020-07-01T02:00:00+02:00", "other": "x"}}],
+    )
+    doc_id = accepted["documents"][0]["id"]
+
+    read = api.client.get(
+        f"/v1/namespaces/docs/documents/{doc_id}", headers=api.headers(tenant.write_key)
+    )
+
+    assert read.json()["metadata"] == {"published": "2020-07-01T00:00:00.000000Z", "other": "x"}

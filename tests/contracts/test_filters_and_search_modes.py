@@ -288,6 +288,25 @@ def test_a_zero_weight_silences_its_signal(
     assert [h.id for h in hybrid] == [h.id for h in alone]
 
 
+def test_distribution_based_fusion_ranks_the_union_of_both_lists(store: VectorStore) -> None:
+    name = fill(store, [{}] * len(TEXTS), texts=TEXTS)
+    vectors = np.random.default_rng(len(TEXTS)).normal(size=(len(TEXTS), DIM))
+    query = [float(x) for x in vectors[1]]
+    text = "randomised vitamin trial"
+    dense = store.search(name, SearchRequest(query, limit=10))
+    lexical = store.search(name, SearchRequest(query, limit=10, text=text, mode="lexical"))
+
+    hybrid = store.search(
+        name, SearchRequest(query, limit=10, text=text, mode="hybrid", fusion="dbsf")
+    )
+
+    assert {h.id for h in hybrid} == {h.id for h in dense} | {h.id for h in lexical}
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+    # d2 is second in both lists, d1 first in the dense one only: agreement wins.
+    ranked = [h.payload["document_id"] for h in hybrid]
+    assert ranked.index("d2") < ranked.index("d1")
+
+
 def test_a_search_without_text_cannot_be_lexical() -> None:
     with pytest.raises(ValueError, match="needs text"):
         SearchRequest([1.0] * DIM, limit=1, mode="hybrid")
