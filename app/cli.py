@@ -250,14 +250,13 @@ def eval_beir(
     """Ingest a BEIR corpus into a scratch namespace through the real pipeline and print
     nDCG@10, recall@100 and MRR@10 (JSON on the last line of stdout with --json)."""
     import tempfile
-    import uuid
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from app.errors import NotFoundError
     from app.logging import configure_logging
     from app.platform import build_platform
-    from app.services import evaluation, namespaces, tenants
+    from app.services import evaluation, tenants
     from app.services.namespaces import get_namespace
     from retrieval.stores.base import SEARCH_MODES
 
@@ -294,20 +293,15 @@ def eval_beir(
             tenant_id = tenant.id
             try:
                 namespace = get_namespace(session, tenant_id=tenant_id, name=name)
-                reused = True
+                session.expunge(namespace)
             except NotFoundError:  # the first run on this data directory
-                namespace = namespaces.create_namespace(
-                    session,
-                    tenant_id=tenant_id,
-                    name=name or f"eval-{uuid.uuid4().hex[:8]}",
-                    embedding_model=platform.embedder.model_id,
-                    embedding_dimension=platform.embedder.dimension,
-                    indexed_fields={},
-                    routes={},
-                    store=platform.store,
-                )
-                reused = False
-            session.expunge(namespace)
+                namespace = None
+        reused = namespace is not None
+        if namespace is None:
+            namespace = evaluation.scratch_namespace(platform, tenant_id, name)
+            err.print(f"indexing {data.corpus} into namespace {name} under {data_dir}")
+        else:
+            err.print(f"reusing namespace {name} under {data_dir}: nothing to index")
         with progress:
             if not reused:
                 task = progress.add_task("indexing", total=None)

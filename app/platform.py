@@ -150,7 +150,6 @@ def build_platform(
         store=store,
         embedder=embedder,
         cache=cache,
-        generator=extractive,
         routers=RouterFactory(default=settings.routes, extractive=extractive, min_score=min_score),
         default_top_k=settings.retrieval.top_k,
         search=SearchOptions(

@@ -31,7 +31,7 @@ from app.db.migrate import upgrade
 from app.db.models import Document
 from app.logging import configure_logging
 from app.platform import Platform, build_platform
-from app.services import evaluation, keys, namespaces, tenants
+from app.services import evaluation, keys, tenants
 from app.services.query import answer_question
 from app.settings import Settings
 from bench.ingest import describe_machine
@@ -40,18 +40,7 @@ SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def make_namespace(platform: Platform, tenant_id: str, name: str, records: list[bytes]) -> None:
-    with platform.sessions() as session:
-        namespace = namespaces.create_namespace(
-            session,
-            tenant_id=tenant_id,
-            name=name,
-            embedding_model=platform.embedder.model_id,
-            embedding_dimension=platform.embedder.dimension,
-            indexed_fields={},
-            routes={},
-            store=platform.store,
-        )
-        session.expunge(namespace)
+    namespace = evaluation.scratch_namespace(platform, tenant_id, name)
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as corpus:
         corpus.write(b"\n".join(records) + b"\n")
         corpus.flush()

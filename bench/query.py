@@ -43,7 +43,7 @@ from app.db.migrate import upgrade
 from app.logging import configure_logging
 from app.main import create_app
 from app.platform import build_platform
-from app.services import evaluation, keys, namespaces, tenants
+from app.services import evaluation, keys, tenants
 from app.settings import Settings
 from bench.ingest import describe_machine, raw_model
 from retrieval.cache import embed_query, normalise_query
@@ -96,18 +96,9 @@ def main() -> None:
         with platform.sessions() as session:
             tenant = tenants.create_tenant(session, name="bench", quotas={})
             _, key = keys.create_key(session, tenant_id=tenant.id, name="q", scopes=["query"])
-            namespace = namespaces.create_namespace(
-                session,
-                tenant_id=tenant.id,
-                name="scifact",
-                embedding_model=platform.embedder.model_id,
-                embedding_dimension=platform.embedder.dimension,
-                indexed_fields={},
-                routes={},
-                store=platform.store,
-            )
             session.commit()
-            session.expunge(namespace)
+            tenant_id = tenant.id
+        namespace = evaluation.scratch_namespace(platform, tenant_id, "scifact")
         indexed, failed = evaluation.ingest_corpus(platform, namespace, corpus)
         print(f"# indexed {indexed}, failed {failed}", file=sys.stderr)
 

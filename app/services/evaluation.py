@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from app.db.models import Document, DocumentState, Namespace
 from app.platform import Platform
-from app.services import documents
+from app.services import documents, namespaces
 from app.services.documents import UploadItem
 from app.services.query import retrieve
 
@@ -98,6 +98,24 @@ def recall_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> flo
 
 def mrr_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
     return next((1 / (i + 1) for i, d in enumerate(ranked[:k]) if d in relevant), 0.0)
+
+
+def scratch_namespace(platform: Platform, tenant_id: str, name: str) -> Namespace:
+    """A new namespace with the server's defaults (model, search, routes), detached from its
+    session so it can be handed to other sessions and threads."""
+    with platform.sessions() as session:
+        namespace = namespaces.create_namespace(
+            session,
+            tenant_id=tenant_id,
+            name=name,
+            embedding_model=platform.embedder.model_id,
+            embedding_dimension=platform.embedder.dimension,
+            indexed_fields={},
+            routes={},
+            store=platform.store,
+        )
+        session.expunge(namespace)
+    return namespace
 
 
 def ingest_corpus(

@@ -27,7 +27,7 @@ from app.services.versions import visible_documents
 from retrieval.cache import EmbeddingCache, embed_query
 from retrieval.embedding import Embedder
 from retrieval.filters import Expr, FilterError, parse_filter
-from retrieval.generation.base import Answer, Delta, GenerationBackend, Passage, StreamEvent
+from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
 from retrieval.rerank import Reranker
 from retrieval.routing import Requested, RouteChoice, Router
 from retrieval.search import MAX_LIMIT, search
@@ -73,7 +73,6 @@ class QueryDeps:
     store: VectorStore
     embedder: Embedder
     cache: EmbeddingCache
-    generator: GenerationBackend
     default_top_k: int
     routers: RouterFactory
     search: SearchOptions = SearchOptions()
@@ -245,9 +244,6 @@ def stream_answer(
     found, router = _prepare(
         session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
     )
-    # End the request's transaction before generating: on SQLite every transaction holds the
-    # write lock, and usage is recorded through a new session when the stream ends.
-    session.commit()
     events = router.stream(question, found.vector, found.passages, route)
     # Pull the route decision now, so that a failure to plan is an error of the request.
     choice = next(events)
@@ -316,6 +312,10 @@ def _prepare(
         overrides=overrides,
     )
     EMBEDDING_CACHE.labels("query", "hit" if found.cache_hit else "miss").inc()
+    # End the read transaction before generating, which may take seconds: on SQLite every
+    # transaction holds the database's write lock (BEGIN IMMEDIATE), and uploads and indexing
+    # must not wait for a model. Usage is recorded in a transaction of its own afterwards.
+    session.commit()
     return found, router
 
 

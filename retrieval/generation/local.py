@@ -22,8 +22,7 @@ from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE, abs
 from retrieval.generation.prompt import (
     AnswerParser,
     Prompt,
-    build_prompt,
-    has_evidence,
+    grounded_prompt,
     parse_answer,
 )
 
@@ -145,15 +144,13 @@ class LocalBackend:
         yield answer
 
     def _prompt(self, question: str, passages: Sequence[Passage]) -> Prompt | None:
-        if not has_evidence(passages, self._min_score):
-            return None
-        prompt = build_prompt(
+        return grounded_prompt(
             question,
             passages,
+            min_score=self._min_score,
             context_window=self._context_window,
             max_output_tokens=self._max_new_tokens,
         )
-        return prompt if prompt.passages else None
 
     def _load(self) -> None:
         """Load tokenizer and model once; the caller holds the lock."""

@@ -25,9 +25,8 @@ from retrieval.generation.prompt import (
     AnswerParser,
     ChatMessage,
     Prompt,
-    build_prompt,
     count_tokens,
-    has_evidence,
+    grounded_prompt,
     parse_answer,
 )
 
@@ -180,15 +179,13 @@ class OpenAIBackend:
         yield answer
 
     def _prompt(self, question: str, passages: Sequence[Passage]) -> Prompt | None:
-        if not has_evidence(passages, self._min_score):
-            return None
-        prompt = build_prompt(
+        return grounded_prompt(
             question,
             passages,
+            min_score=self._min_score,
             context_window=self._context_window,
             max_output_tokens=self._max_output_tokens,
         )
-        return prompt if prompt.passages else None
 
     def _next(self, chunks: openai.Stream[ChatCompletionChunk]) -> ChatCompletionChunk | None:
         try:

@@ -246,3 +246,21 @@ def has_evidence(passages: Sequence[Passage], min_score: float) -> bool:
     unlike a quote, a model weighs them against the strong ones and can ignore them.
     """
     return any(p.score >= min_score for p in passages)
+
+
+def grounded_prompt(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    min_score: float,
+    context_window: int,
+    max_output_tokens: int,
+) -> Prompt | None:
+    """The prompt an LLM backend sends, or None when it must abstain without a call: no
+    passage reaches ``min_score`` (:func:`has_evidence`), or not even the best one fits."""
+    if not has_evidence(passages, min_score):
+        return None
+    prompt = build_prompt(
+        question, passages, context_window=context_window, max_output_tokens=max_output_tokens
+    )
+    return prompt if prompt.passages else None
