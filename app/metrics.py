@@ -31,10 +31,15 @@ DOCUMENTS = Counter(
 )
 EMBEDDING_CACHE = Counter(
     "shoal_embedding_cache_requests_total",
-    "Embedding cache lookups, one per text, by use (query, ingest) and result (hit, miss).",
+    "Embedding cache lookups, one per text, by use (query: questions, ingest: chunks, answer: "
+    "sentences the extractive answer scores) and result (hit, miss).",
     ["use", "result"],
 )
-for _use in ("query", "ingest"):  # exported at zero from the start, not from the first lookup
+for _use in (
+    "query",
+    "ingest",
+    "answer",
+):  # exported at zero from the start, not from the first lookup
     for _result in ("hit", "miss"):
         EMBEDDING_CACHE.labels(_use, _result)
 QUEUE_DEPTH = Gauge("shoal_queue_depth", "Indexing tasks accepted and not finished.")

@@ -143,8 +143,10 @@ def build_platform(
     )
     min_score = settings.retrieval.min_score
     min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
+    # Quoted sentences go through the cache too: popular passages are quoted again and again.
+    sentences = CachedEmbedder(embedder, cache, on_lookup=count_cache_lookups("answer"))
     extractive = ExtractiveGenerator(
-        embedder, max_sentences=settings.retrieval.max_answer_sentences, min_score=min_score
+        sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=min_score
     )
     query_deps = QueryDeps(
         store=store,

@@ -191,7 +191,7 @@ class JobPublic(BaseModel):
     created_at: dt.datetime
 
 
-class QueryRequest(Strict):
+class SearchQuery(Strict):
     question: Annotated[
         str, StringConstraints(min_length=1, max_length=4000, strip_whitespace=True)
     ]
@@ -205,6 +205,9 @@ class QueryRequest(Strict):
     )
     mode: SearchMode | None = Field(None, description="Override the namespace's search mode.")
     rerank: bool | None = Field(None, description="Override the namespace's rerank choice.")
+
+
+class QueryRequest(SearchQuery):
     route: Literal["small", "large", "auto"] = Field(
         "auto",
         description="Generation route; `auto` decides from the question and retrieved context.",
@@ -228,6 +231,13 @@ class CitationPublic(BaseModel):
     title: str | None = None
     section: str | None = None
     page: int | None = None
+
+
+class SearchResults(BaseModel):
+    """The passages a question retrieves, best first, with no answer generated."""
+
+    passages: list[CitationPublic]
+    timings_ms: dict[str, float]
 
 
 class RoutePublic(BaseModel):

@@ -6,13 +6,13 @@ Data: the first ``--limit`` SciFact abstracts, indexed through the embedded pipe
 Qdrant Edge, default settings: hybrid search, extractive answers); the questions are SciFact's
 test claims, each asked once per measurement so the embedding cache misses unless stated.
 
-Shoal: ``POST /v1/namespaces/{ns}/query`` through uvicorn on a real socket with httpx: auth,
-usage accounting, the embedding cache, hybrid search, the visibility check and the extractive
-answer, at concurrency 1, 8 and 32.
+Shoal: ``POST /v1/namespaces/{ns}/search`` to ``shoal serve`` in its own process, with httpx (auth,
+usage accounting, the embedding cache, hybrid search, the visibility check) at concurrency 1, 8
+and 32; and ``POST .../query``, which adds the extractive answer, at concurrency 1.
 
 Baseline, same run, same data: the raw ``SentenceTransformer.encode`` of the question plus one
-raw Qdrant Edge query on the very shard Shoal wrote, in the same mode (dense + BM25 fused by
-RRF), with no HTTP, no database and no answer: what a hand-written script would do.
+raw Qdrant Edge query on the very shard Shoal wrote, in the same mode (dense + BM25 fused the
+way the settings say), with no HTTP, no database and no answer: what a hand-written script would do.
 
 Cache: the same questions again (every embedding a hit) against the first pass, through the
 same HTTP path, and the embedding step alone, hit against miss.
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,11 +39,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import httpx
 import qdrant_edge as edge
-import uvicorn
 
 from app.db.migrate import upgrade
 from app.logging import configure_logging
-from app.main import create_app
 from app.platform import build_platform
 from app.services import evaluation, keys, tenants
 from app.settings import Settings
@@ -101,50 +101,71 @@ def main() -> None:
         namespace = evaluation.scratch_namespace(platform, tenant_id, "scifact")
         indexed, failed = evaluation.ingest_corpus(platform, namespace, corpus)
         print(f"# indexed {indexed}, failed {failed}", file=sys.stderr)
+        # The embedding step alone: the cache's hit path against its miss path.
+        embedder, cache = platform.query.embedder, platform.query.cache
+        miss_ms = [_ms(embed_query, embedder, cache, q + " (embed)") for q in questions]
+        hit_ms = [_ms(embed_query, embedder, cache, q + " (embed)") for q in questions]
+        collection = namespace.collection
+        platform.close()
 
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, platform=platform), port=0, log_config=None)
+        # `shoal serve` in its own process, as users run it, so the client's threads here do
+        # not share the server's interpreter lock.
+        port = _free_port()
+        server = subprocess.Popen(  # noqa: S603 (our own CLI)
+            [
+                sys.executable,
+                "-c",
+                "from app.cli import main; main()",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env={
+                **os.environ,
+                "SHOAL_DATA_DIR": str(settings.data_dir),
+                "SHOAL_LOG_LEVEL": "WARNING",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}/v1/namespaces/scifact/query"
+        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        base = f"http://127.0.0.1:{port}/v1/namespaces/scifact"
         headers = {"Authorization": f"Bearer {key}"}
         concurrencies = [int(c) for c in args.concurrency.split(",")]
-        with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client:
 
-            def ask(question: str) -> Callable[[], object]:
+            def ask(endpoint: str, question: str) -> Callable[[], object]:
                 def call() -> object:
-                    response = client.post(url, json={"question": question}, headers=headers)
+                    body = {"question": question}
+                    response = client.post(f"{base}/{endpoint}", json=body, headers=headers)
                     response.raise_for_status()
                     return response.json()
 
                 return call
 
-            ask(questions[0])()  # warm-up
-            shoal: dict[int, tuple[list[float], float]] = {}
-            for concurrency in concurrencies:
-                # New question text per run, so every run misses the cache like the first.
-                salt = f" ({concurrency})"
-                shoal[concurrency] = timed([ask(q + salt) for q in questions], concurrency)
-            hits, _ = timed([ask(q + f" ({concurrencies[-1]})") for q in questions], 1)
-        server.should_exit = True
-        thread.join()
-
-        # The embedding step alone: the cache's hit path against its miss path.
-        embedder, cache = platform.query.embedder, platform.query.cache
-        miss_ms = [_ms(lambda q=q: embed_query(embedder, cache, q + " (embed)")) for q in questions]
-        hit_ms = [_ms(lambda q=q: embed_query(embedder, cache, q + " (embed)")) for q in questions]
-        collection = namespace.collection
-        platform.close()
+            ask("search", questions[0])()  # warm-up
+            ask("query", questions[0])()
+            # A new text per run, so every run misses the embedding cache like the first.
+            search = {
+                c: timed([ask("search", f"{q} ({c})") for q in questions], c) for c in concurrencies
+            }
+            answer = timed([ask("query", f"{q} (answer)") for q in questions], 1)
+            # The same questions again: the embedding cache hits (and quoted sentences too).
+            answer_hit = timed([ask("query", f"{q} (answer)") for q in questions], 1)
+            search_hit = timed([ask("search", f"{q} (1)") for q in questions], 1)
+        server.terminate()
+        server.wait(timeout=30)
 
         # Baseline: the raw model and the raw shard Shoal wrote, same questions, same mode.
         model = raw_model(settings)
         shard = edge.EdgeShard.load(str(Path(tmp, "data", "qdrant", collection)))
         top_k = settings.retrieval.top_k
         candidates = settings.retrieval.candidates
+        fusion: Any = (  # the stub omits Fusion's nested classes
+            edge.Fusion.Dbsf()
+            if settings.retrieval.fusion == "dbsf"
+            else edge.Fusion.Rrf(k=settings.retrieval.rrf_k)
+        )
 
         def raw(question: str) -> Callable[[], object]:
             def call() -> object:
@@ -156,7 +177,7 @@ def main() -> None:
                             edge.Prefetch(limit=candidates, query=edge.Query.Nearest(vector)),
                             edge.Prefetch(limit=candidates, query=edge.TextQuery("text", text)),
                         ],
-                        query=edge.Fusion.Rrf(k=settings.retrieval.rrf_k),  # type: ignore[arg-type]
+                        query=fusion,
                         limit=top_k,
                         with_payload=True,
                     )
@@ -170,27 +191,54 @@ def main() -> None:
 
     print(f"machine: {describe_machine()}")
     print(f"data: {indexed} SciFact abstracts, {len(questions)} questions per run")
+    print("\nretrieval, `POST /search` (HTTP, auth, cache, hybrid search, visibility) against raw:")
     columns = ["concurrency", "Shoal p50 / p99 ms", "raw p50 / p99 ms", "p50 ratio", "p99 ratio"]
-    print("| " + " | ".join([*columns, "Shoal q/s"]) + " |")
-    print("|---|---|---|---|---|---|")
+    print("| " + " | ".join([*columns, "Shoal q/s", "raw q/s"]) + " |")
+    print("|---|---|---|---|---|---|---|")
     for c in concurrencies:
-        (s, s_wall), (b, _) = shoal[c], baseline[c]
+        (s, s_wall), (b, b_wall) = search[c], baseline[c]
         print(
-            f"| {c} | {percentile(s, 50):.1f} / {percentile(s, 99):.1f} | "
-            f"{percentile(b, 50):.1f} / {percentile(b, 99):.1f} | "
-            f"{percentile(s, 50) / percentile(b, 50):.2f} | "
-            f"{percentile(s, 99) / percentile(b, 99):.2f} | {len(s) / s_wall:.1f} |"
+            f"| {c} | {_p(s, 50):.1f} / {_p(s, 99):.1f} | {_p(b, 50):.1f} / {_p(b, 99):.1f} | "
+            f"{_p(s, 50) / _p(b, 50):.2f} | {_p(s, 99) / _p(b, 99):.2f} | "
+            f"{len(s) / s_wall:.1f} | {len(b) / b_wall:.1f} |"
         )
-    first = shoal[1][0]
-    print(
-        f"cache, HTTP path: miss p50 {percentile(first, 50):.1f} ms, hit p50 "
-        f"{percentile(hits, 50):.1f} ms"
-    )
+    print("\nanswers, `POST /query` (the above plus the extractive answer), concurrency 1:")
+    print("| run | p50 ms | p99 ms | ratio p50 to raw |")
+    print("|---|---|---|---|")
+    raw_p50 = _p(baseline[1][0], 50)
+    for name, (samples, _) in (("cache misses", answer), ("cache hits", answer_hit)):
+        print(
+            f"| {name} | {_p(samples, 50):.1f} | {_p(samples, 99):.1f} | "
+            f"{_p(samples, 50) / raw_p50:.2f} |"
+        )
     miss, hit = statistics.median(miss_ms), statistics.median(hit_ms)
     print(
-        f"cache, embedding step: miss p50 {miss:.2f} ms, hit p50 {hit:.3f} ms, "
-        f"ratio {miss / hit:.0f}x"
+        f"\nembedding cache: the embedding step, miss p50 {miss:.2f} ms, hit p50 {hit:.3f} ms, "
+        f"ratio {miss / hit:.0f}x; `/search` p50 miss {_p(search[1][0], 50):.1f} ms, "
+        f"hit {_p(search_hit[0], 50):.1f} ms"
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"shoal serve did not become ready at {url}")
+
+
+def _p(samples: Sequence[float], q: float) -> float:
+    return percentile(samples, q)
 
 
 def _ms(call: Callable[..., Any], *args: Any) -> float:

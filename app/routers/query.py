@@ -1,4 +1,5 @@
-"""``/v1/namespaces/{ns}/query``: a cited answer, or a plain statement that there is none.
+"""``/v1/namespaces/{ns}/query``: a cited answer, or a plain statement that there is none;
+``/v1/namespaces/{ns}/search``: the passages alone.
 
 With ``stream: true`` the answer comes as Server-Sent Events:
 
@@ -22,13 +23,22 @@ from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
-from app.schemas import CitationPublic, QueryAnswer, QueryRequest, RoutePublic, UsageTokens
+from app.schemas import (
+    CitationPublic,
+    QueryAnswer,
+    QueryRequest,
+    RoutePublic,
+    SearchQuery,
+    SearchResults,
+    UsageTokens,
+)
 from app.services.keys import QUERY, authorize_tenant_scope
 from app.services.query import (
     QueryResult,
     StreamEnd,
     StreamStart,
     answer_question,
+    search_namespace,
     stream_answer,
 )
 from retrieval.generation.base import Delta
@@ -75,6 +85,36 @@ def query(
     result = answer_question(session, **common)
     response.headers.update(_route_headers(result.route_name, result.route_reason))
     return _public(result)
+
+
+@router.post("/search")
+def search(
+    ns: str, body: SearchQuery, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> SearchResults:
+    found = search_namespace(
+        session,
+        tenant_id=authorize_tenant_scope(caller, QUERY),
+        key_id=caller.key_id,
+        namespace_name=ns,
+        question=body.question,
+        top_k=body.top_k,
+        deps=platform.query,
+        filter=body.filter,
+        overrides={"mode": body.mode, "rerank": body.rerank},
+    )
+    return SearchResults(
+        passages=[
+            CitationPublic(
+                document_id=p.document_id,
+                chunk_id=p.chunk_id,
+                text=p.text,
+                score=p.score,
+                **_citation_source(p.payload),
+            )
+            for p in found.passages
+        ],
+        timings_ms=found.timings_ms,
+    )
 
 
 def _sse(

@@ -163,6 +163,38 @@ def retrieve(
     return Retrieved(passages[:top_k], vector, cache_hit, options, timings)
 
 
+def search_namespace(
+    session: Session,
+    *,
+    tenant_id: str,
+    key_id: str,
+    namespace_name: str,
+    question: str,
+    top_k: int | None,
+    deps: QueryDeps,
+    filter: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Retrieved:
+    """The passages ``question`` retrieves from the tenant's namespace, without an answer:
+    for clients that bring their own model. Counted as a request in the usage, with no tokens.
+
+    Raises:
+        NotFoundError: no such namespace for this tenant.
+        InvalidRequestError: the filter does not fit the namespace's indexed fields.
+        StoreUnavailableError: the vector store failed.
+    """
+    started = time.perf_counter()
+    found, _ = _prepare(
+        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
+    )
+    record_usage(session, tenant_id=tenant_id, key_id=key_id, prompt_tokens=0, completion_tokens=0)
+    for stage in ("embed", "search", "rerank"):
+        if stage in found.timings_ms:
+            STAGE_SECONDS.labels(stage).observe(found.timings_ms[stage] / 1000)
+    found.timings_ms["total"] = _ms_since(started)
+    return found
+
+
 def answer_question(
     session: Session,
     *,
@@ -302,6 +334,10 @@ def _prepare(
     namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
     expr = parse_query_filter(namespace, filter)
     router = deps.routers.router(namespace.routes)
+    # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE): end this
+    # one before the model and the vector store work, so that concurrent queries, uploads and
+    # indexing wait only for each other's brief reads and writes, never for an embedding.
+    session.commit()
     found = retrieve(
         session,
         deps,
@@ -312,9 +348,7 @@ def _prepare(
         overrides=overrides,
     )
     EMBEDDING_CACHE.labels("query", "hit" if found.cache_hit else "miss").inc()
-    # End the read transaction before generating, which may take seconds: on SQLite every
-    # transaction holds the database's write lock (BEGIN IMMEDIATE), and uploads and indexing
-    # must not wait for a model. Usage is recorded in a transaction of its own afterwards.
+    # The same before generating, which may take seconds (the visibility check began another).
     session.commit()
     return found, router
 

@@ -40,6 +40,12 @@ DEFAULT_MIN_SCORE = 0.40
 # sentence's own relevance dominant.
 PASSAGE_WEIGHT = 0.3
 
+# Passages whose sentences compete for the quote: the best three by cosine. Every candidate
+# sentence is embedded per answer (about 5 ms each on two CPU cores; a SciFact chunk holds 8-10),
+# so five passages cost ~250 ms, most of a query's time (bench/RESULTS.md). With the passage
+# term of the score favouring the best passages, a fourth or fifth rarely supplies a quote.
+MAX_QUOTED_PASSAGES = 3
+
 # Fragments shorter than this (headings, "Table 1.") are never quoted as an answer.
 _MIN_WORDS = 3
 
@@ -153,13 +159,22 @@ class ExtractiveGenerator:
     """
 
     def __init__(
-        self, embedder: Embedder, *, max_sentences: int = 3, min_score: float = DEFAULT_MIN_SCORE
+        self,
+        embedder: Embedder,
+        *,
+        max_sentences: int = 3,
+        min_score: float = DEFAULT_MIN_SCORE,
+        max_passages: int = MAX_QUOTED_PASSAGES,
     ) -> None:
-        if max_sentences < 1:
-            raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
+        if max_sentences < 1 or max_passages < 1:
+            raise ValueError(
+                f"max_sentences and max_passages must be at least 1, got {max_sentences} and "
+                f"{max_passages}"
+            )
         self._embedder = embedder
         self._max_sentences = max_sentences
         self._min_score = min_score
+        self._max_passages = max_passages
 
     @property
     def name(self) -> str:
@@ -176,7 +191,7 @@ class ExtractiveGenerator:
         """
         ranked = sorted(passages, key=lambda p: p.score, reverse=True)
         # Passages below the bar are weak evidence: they may not supply a quote either.
-        strong = [p for p in ranked if p.score >= self._min_score]
+        strong = [p for p in ranked if p.score >= self._min_score][: self._max_passages]
         candidates = _candidates(strong)
         if not candidates:
             return abstain()

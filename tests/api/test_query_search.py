@@ -206,3 +206,30 @@ def test_declared_datetimes_are_stored_in_one_form(api: Api) -> None:
     )
 
     assert read.json()["metadata"] == {"published": "2020-07-01T00:00:00.000000Z", "other": "x"}
+
+
+def test_search_returns_the_passages_without_an_answer(searchable) -> None:
+    api, tenant, ids = searchable
+    response = api.client.post(
+        "/v1/namespaces/docs/search",
+        json={
+            "question": QUESTION,
+            "top_k": 3,
+            "filter": {"field": "year", "range": {"gte": 2020}},
+        },
+        headers=api.headers(tenant.query_key),
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [ids[p["document_id"]] for p in body["passages"]][:1] == ["otters-2022"]
+    assert {ids[p["document_id"]] for p in body["passages"]} <= {"otters-2022", "volcano"}
+    assert all(-1 <= p["score"] <= 1 and p["text"] for p in body["passages"])
+    assert {"embed", "search", "total"} <= set(body["timings_ms"])
+    assert "answer" not in body
+    forbidden = api.client.post(
+        "/v1/namespaces/docs/search",
+        json={"question": QUESTION},
+        headers=api.headers(tenant.write_key),
+    )
+    assert_problem(forbidden, 403, "forbidden")
