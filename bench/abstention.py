@@ -83,7 +83,7 @@ def main() -> None:
             outcome = {"with": 0, "with_relevant": 0, "without": 0}
             with platform.sessions() as session:
                 external = dict(
-                    session.execute(select(Document.id, Document.external_id)).tuples().all()
+                    session.execute(select(Document.id, Document.external_id)).all()
                 )
             for name in ("with", "without"):
                 for query_id in chosen:

@@ -155,7 +155,7 @@ def document_states(platform: Platform, namespace: Namespace) -> dict[DocumentSt
             .where(Document.namespace_id == namespace.id)
             .group_by(Document.state)
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
 
 def evaluate(
@@ -171,7 +171,7 @@ def evaluate(
         rows = session.execute(
             select(Document.id, Document.external_id).where(Document.namespace_id == namespace.id)
         )
-        corpus_ids = {doc_id: str(external) for doc_id, external in rows.tuples()}
+        corpus_ids = {doc_id: str(external) for doc_id, external in rows.all()}
     totals = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
     started = time.perf_counter()
     options = None
