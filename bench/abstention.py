@@ -82,9 +82,7 @@ def main() -> None:
             make_namespace(platform, tenant_id, "without", distractors)
             outcome = {"with": 0, "with_relevant": 0, "without": 0}
             with platform.sessions() as session:
-                external = dict(
-                    session.execute(select(Document.id, Document.external_id)).all()
-                )
+                external = dict(session.execute(select(Document.id, Document.external_id)).all())
             for name in ("with", "without"):
                 for query_id in chosen:
                     with platform.sessions() as session:
