@@ -152,7 +152,12 @@ def build_platform(
         store=store,
         embedder=embedder,
         cache=cache,
-        routers=RouterFactory(default=settings.routes, extractive=extractive, min_score=min_score),
+        routers=RouterFactory(
+            generators=settings.generators,
+            default=settings.routes,
+            extractive=extractive,
+            min_score=min_score,
+        ),
         default_top_k=settings.retrieval.top_k,
         search=SearchOptions(
             mode=settings.retrieval.mode,

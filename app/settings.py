@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
-from retrieval.config import CacheConfig, RoutesConfig, VectorStoreConfig
+from retrieval.config import CacheConfig, RouteConfig, RoutesConfig, VectorStoreConfig
 from retrieval.stores.base import Fusion, SearchMode
 
 
@@ -170,14 +170,34 @@ class Settings(BaseSettings):
     chunking: ChunkingConfig = ChunkingConfig()
     ingestion: IngestionConfig = IngestionConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    generators: dict[str, RouteConfig] = Field(
+        default_factory=dict,
+        description=(
+            "The operator's catalog of generation backends, by name, as JSON "
+            '(`SHOAL_GENERATORS=\'{"fast": {"backend": "openai", "endpoints": [...]}}\'`). '
+            "Routes (the server's and each namespace's) choose from it by name."
+        ),
+    )
     routes: RoutesConfig = Field(
         default_factory=RoutesConfig,
         description=(
-            "Default `small`/`large` generation routes of namespaces that set none, as JSON "
-            '(`SHOAL_ROUTES=\'{"small": {"backend": "openai", "endpoints": [...]}}\'`). '
-            "Unset: extractive answers."
+            "Default `small`/`large` routes of namespaces that set none: generator names "
+            '(`SHOAL_ROUTES=\'{"small": "fast", "large": "big"}\'`). Unset: '
+            "extractive answers."
         ),
     )
+
+    @model_validator(mode="after")
+    def _routes_name_generators(self) -> Settings:
+        for route in ("small", "large"):
+            name = getattr(self.routes, route)
+            if name is not None and name not in self.generators:
+                raise ValueError(
+                    f"SHOAL_ROUTES {route}={name!r} is not in SHOAL_GENERATORS "
+                    f"({sorted(self.generators) or 'empty'})"
+                )
+        return self
+
     cache: CacheConfig = CacheConfig()
 
     @field_validator("bootstrap_key")

@@ -22,7 +22,9 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -58,14 +60,32 @@ def normalise_query(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+# Whose texts are being embedded: the tenant. Keys include it, so tenants never share entries:
+# otherwise a tenant could time a question to learn whether another tenant's documents (whose
+# chunks and quoted sentences are cached too) hold an exact text.
+_scope: ContextVar[str | None] = ContextVar("shoal_embedding_cache_scope", default=None)
+
+
+@contextmanager
+def cache_scope(scope: str) -> Iterator[None]:
+    """Within the block, on this thread, cache keys belong to ``scope`` (a tenant id)."""
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
 def cache_key(model_id: str, text: str) -> str:
-    """Cache key of ``text`` embedded by ``model_id``: the model id, ``:``, sha256 of the text.
+    """Cache key of ``text`` embedded by ``model_id``: the :func:`cache_scope` if any, the model
+    id and sha256 of the text, joined by ``:``.
 
     The text is normalised first (:func:`normalise_query`) and hashed, so keys have a fixed
     length and never carry the text itself into the cache.
     """
     digest = hashlib.sha256(normalise_query(text).encode("utf-8")).hexdigest()
-    return f"{model_id}:{digest}"
+    scope = _scope.get()
+    return f"{model_id}:{digest}" if scope is None else f"{scope}:{model_id}:{digest}"
 
 
 class EmbeddingCache(Protocol):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class VectorStoreConfig(BaseModel):
@@ -86,6 +87,19 @@ class EndpointConfig(BaseModel):
         description="API root ending in `/v1`, e.g. `http://vllm:8000/v1` (vLLM, Ollama, TGI, "
         "llama.cpp server, or a hosted API).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _is_http_url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
     model: str = Field(min_length=1, description="The model name the endpoint serves.")
     weight: float = Field(1.0, gt=0, le=1000, description="Share of traffic, relative.")
     api_key_env: str | None = Field(
@@ -142,11 +156,19 @@ class RoutingPolicyConfig(BaseModel):
     analytical_to_large: bool = Field(True, description="why/how/explain/compare questions.")
 
 
+GENERATOR_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
 class RoutesConfig(BaseModel):
-    """A namespace's (or the server's default) `small` and `large` routes."""
+    """A namespace's (or the server's default) `small` and `large` routes.
+
+    Each names a generator of the operator's catalog (``SHOAL_GENERATORS``), never an endpoint:
+    a tenant admin choosing URLs, key variables or model paths could make the server send its
+    secrets to any host, reach internal addresses or load any file.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    small: RouteConfig | None = None
-    large: RouteConfig | None = None
+    small: str | None = Field(None, pattern=GENERATOR_NAME, description="A generator's name.")
+    large: str | None = Field(None, pattern=GENERATOR_NAME, description="A generator's name.")
     policy: RoutingPolicyConfig = Field(default_factory=RoutingPolicyConfig)

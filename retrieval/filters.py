@@ -47,6 +47,9 @@ _NUMERIC = frozenset({"integer", "float"})
 
 Scalar = str | int | float | bool
 
+# Qdrant stores integers as int64.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 class FilterError(ValueError):
     """A filter the namespace cannot run; ``field`` locates the culprit (``filter.and[0].year``)."""
@@ -226,11 +229,17 @@ def _scalar(value: Any, kind: str, where: str) -> Scalar:
     if kind == "bool" and isinstance(value, bool):
         return value
     if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise FilterError("integers must fit in 64 bits", field=where)
         return value
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise FilterError("numbers must be finite", field=where)
-        return float(value)
+        try:
+            number = float(value)  # an integer beyond a double's range overflows
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise FilterError("numbers must be finite and within a double's range", field=where)
+        return number
     if kind == "datetime" and isinstance(value, str):
         instant = parse_datetime(value)
         if instant is None:
@@ -263,12 +272,15 @@ def normalise_metadata_value(value: Any, kind: str) -> Any:
 
 
 def parse_datetime(value: str) -> dt.datetime | None:
-    """``value`` as an aware datetime (no offset: UTC), or None if it is not ISO 8601."""
+    """``value`` as an aware datetime (no offset: UTC), or None if it is not ISO 8601 or its
+    UTC instant falls outside years 1 to 9999."""
     try:
         instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        instant = instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
+        instant.astimezone(dt.UTC)  # "9999-12-31T23:00-05:00" has no UTC instant
+    except (ValueError, OverflowError):
         return None
-    return instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
+    return instant
 
 
 def format_datetime(instant: dt.datetime) -> str:

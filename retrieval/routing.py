@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -143,14 +143,27 @@ class EndpointPool:
         with self._lock:
             return [e.outstanding for e in self._endpoints]
 
+    @property
+    def size(self) -> int:
+        return len(self._endpoints)
+
     @contextmanager
-    def acquire(self) -> Iterator[GenerationBackend]:
-        """The endpoint to call now; it counts as busy until the block exits."""
+    def acquire(self, skip: Collection[int] = ()) -> Iterator[tuple[int, GenerationBackend]]:
+        """The endpoint to call now, and its index; it counts as busy until the block exits.
+
+        ``skip`` holds indices not to pick (endpoints that just failed this request).
+
+        Raises:
+            LookupError: every endpoint is skipped.
+        """
         with self._lock:
-            chosen = min(self._endpoints, key=lambda e: (e.outstanding + 1) / e.weight)
+            candidates = [(i, e) for i, e in enumerate(self._endpoints) if i not in skip]
+            if not candidates:
+                raise LookupError("every endpoint of the route was tried")
+            index, chosen = min(candidates, key=lambda c: (c[1].outstanding + 1) / c[1].weight)
             chosen.outstanding += 1
         try:
-            yield chosen.backend
+            yield index, chosen.backend
         finally:
             with self._lock:
                 chosen.outstanding -= 1
@@ -203,24 +216,27 @@ class Router:
         passages: Sequence[Passage],
         requested: Requested = "auto",
     ) -> tuple[Answer, RouteChoice]:
-        """Generate with the planned route, falling back on failure."""
+        """Generate with the planned route, falling back on failure.
+
+        Within a route, a failed endpoint hands the question to the route's next best endpoint
+        (so one dead replica never sends answers down a route); when all have failed, the next
+        route takes over.
+        """
         chain, reason = self.plan(question, passages, requested)
         failed: list[str] = []
         for route in chain:
             pool = self._pools.get(route) if route != "extractive" else None
-            try:
-                if pool is None:
-                    answer = self._extractive.generate(question, vector, passages)
-                    backend = self._extractive.name
-                else:
-                    with pool.acquire() as chosen:
-                        answer = chosen.generate(question, vector, passages)
-                        backend = chosen.name
-            except GenerationUnavailableError as exc:
-                log.warning("route_failed", route=route, error=str(exc))
-                failed.append(f"{route} ({exc.backend})")
-                continue
-            return answer, _choice(route, reason, backend, failed)
+            tried: set[int] = set()
+            while pool is None or len(tried) < pool.size:
+                with _acquire(pool, self._extractive, tried) as (index, backend):
+                    try:
+                        answer = backend.generate(question, vector, passages)
+                    except GenerationUnavailableError as exc:
+                        log.warning("route_failed", route=route, error=str(exc))
+                        failed.append(f"{route} ({exc.backend})")
+                        tried.add(index)
+                        continue
+                    return answer, _choice(route, reason, backend.name, failed)
         raise AssertionError("unreachable: the extractive route never raises this")
 
     def stream(
@@ -232,37 +248,40 @@ class Router:
     ) -> Iterator[RouteChoice | StreamEvent]:
         """:meth:`answer`, streamed: the :class:`RouteChoice` first, then the backend's events.
 
-        A route that fails before its first delta falls back like :meth:`answer`; one that
+        An endpoint that fails before its first delta falls back like :meth:`answer`; one that
         fails after it has streamed text cannot take the text back, so the error propagates.
         """
         chain, reason = self.plan(question, passages, requested)
         failed: list[str] = []
         for route in chain:
             pool = self._pools.get(route) if route != "extractive" else None
-            with _backend_of(pool, self._extractive) as backend:
-                events = backend.stream(question, vector, passages)
-                try:
-                    first = next(events)
-                except GenerationUnavailableError as exc:
-                    log.warning("route_failed", route=route, error=str(exc))
-                    failed.append(f"{route} ({exc.backend})")
-                    continue
-                yield _choice(route, reason, backend.name, failed)
-                yield first
-                yield from events
-                return
+            tried: set[int] = set()
+            while pool is None or len(tried) < pool.size:
+                with _acquire(pool, self._extractive, tried) as (index, backend):
+                    events = backend.stream(question, vector, passages)
+                    try:
+                        first = next(events)
+                    except GenerationUnavailableError as exc:
+                        log.warning("route_failed", route=route, error=str(exc))
+                        failed.append(f"{route} ({exc.backend})")
+                        tried.add(index)
+                        continue
+                    yield _choice(route, reason, backend.name, failed)
+                    yield first
+                    yield from events
+                    return
         raise AssertionError("unreachable: the extractive route never raises this")
 
 
 @contextmanager
-def _backend_of(
-    pool: EndpointPool | None, extractive: GenerationBackend
-) -> Iterator[GenerationBackend]:
+def _acquire(
+    pool: EndpointPool | None, extractive: GenerationBackend, tried: Collection[int]
+) -> Iterator[tuple[int, GenerationBackend]]:
     if pool is None:
-        yield extractive
+        yield -1, extractive
         return
-    with pool.acquire() as backend:
-        yield backend
+    with pool.acquire(skip=tried) as chosen:
+        yield chosen
 
 
 def _choice(route: RouteName, reason: str, backend: str, failed: list[str]) -> RouteChoice:

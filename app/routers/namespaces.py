@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app.errors import InvalidRequestError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
+from app.platform import Platform
 from app.schemas import NamespaceCreate, NamespacePublic, NamespaceUpdate
 from app.services import namespaces
 from app.services.keys import (
@@ -15,6 +16,7 @@ from app.services.keys import (
     authorize_tenant_reader,
     authorize_tenant_scope,
 )
+from app.services.routing import check_routes
 from retrieval.config import RoutesConfig
 
 router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
@@ -38,7 +40,7 @@ def create_namespace(
         embedding_model=model,
         embedding_dimension=platform.embedder.dimension,
         indexed_fields=dict(body.indexed_fields),
-        routes=_stored_routes(body.routes),
+        routes=_stored_routes(body.routes, platform),
         search=body.search.model_dump(exclude_none=True),
         store=platform.store,
     )
@@ -69,7 +71,7 @@ def update_namespace(
         tenant_id=authorize_tenant_scope(caller, ADMIN),
         name=ns,
         indexed_fields=None if body.indexed_fields is None else dict(body.indexed_fields),
-        routes=None if body.routes is None else _stored_routes(body.routes),
+        routes=None if body.routes is None else _stored_routes(body.routes, platform),
         store=platform.store,
         search=None if body.search is None else body.search.model_dump(exclude_none=True),
     )
@@ -85,6 +87,13 @@ def delete_namespace(
     return Response(status_code=204)
 
 
-def _stored_routes(routes: RoutesConfig | None) -> dict[str, Any]:
-    """What the database keeps: only what differs from the defaults ({}: the server's)."""
-    return {} if routes is None else routes.model_dump(mode="json", exclude_defaults=True)
+def _stored_routes(routes: RoutesConfig | None, platform: Platform) -> dict[str, Any]:
+    """What the database keeps: only what differs from the defaults ({}: the server's).
+
+    Raises:
+        InvalidRequestError: a route names no generator of the operator's catalog.
+    """
+    if routes is None:
+        return {}
+    check_routes(routes, platform.query.routers.generators)
+    return routes.model_dump(mode="json", exclude_defaults=True)

@@ -15,12 +15,13 @@ With ``stream: true`` the answer comes as Server-Sent Events:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas import (
@@ -80,7 +81,8 @@ def query(
         start = next(events)
         assert isinstance(start, StreamStart)  # noqa: S101 (stream_answer's contract)
         return EventSourceResponse(  # type: ignore[return-value]  # FastAPI passes it through
-            _sse(start, events), headers=_route_headers(start.route_name, start.route_reason)
+            _closing(_sse(start, events)),
+            headers=_route_headers(start.route_name, start.route_reason),
         )
     result = answer_question(session, **common)
     response.headers.update(_route_headers(result.route_name, result.route_reason))
@@ -117,9 +119,23 @@ def search(
     )
 
 
+async def _closing(events: Generator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    """``events`` (a blocking generator) in a worker thread, closed however the response ends.
+
+    Starlette iterates a sync generator in a thread pool but never closes it when the client
+    goes away; only garbage collection would, later. Closing it at once frees the endpoint the
+    stream holds and stops the model.
+    """
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        await run_in_threadpool(events.close)
+
+
 def _sse(
-    start: StreamStart, events: Iterator[StreamStart | Delta | StreamEnd]
-) -> Iterator[ServerSentEvent]:
+    start: StreamStart, events: Generator[StreamStart | Delta | StreamEnd]
+) -> Generator[ServerSentEvent]:
     yield _event("route", {"name": start.route_name, "reason": start.route_reason})
     try:
         for event in events:
@@ -133,6 +149,8 @@ def _sse(
     except Exception as exc:  # the status is sent: an event is all that can still say it
         log.exception("stream_failed")
         yield _event("error", {"title": "generation failed", "detail": str(exc)})
+    finally:
+        events.close()
 
 
 def _event(name: str, data: dict[str, Any]) -> ServerSentEvent:

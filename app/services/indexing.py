@@ -30,6 +30,7 @@ from ingestion.embedder import Embedder
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
 from ingestion.prompt_tokens import count_prompt_tokens
+from retrieval.cache import cache_scope
 from retrieval.errors import StoreUnavailableError
 from retrieval.stores.base import Point, VectorStore
 from workers.errors import TransientError
@@ -145,9 +146,10 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
         return
 
     _set_state(deps, document_id, DocumentState.EMBEDDING, reason=None)
-    vectors = deps.embedder.encode(
-        [c.text for c in chunks], token_counts=[c.token_count for c in chunks]
-    )
+    with cache_scope(payload_base["tenant_id"]):
+        vectors = deps.embedder.encode(
+            [c.text for c in chunks], token_counts=[c.token_count for c in chunks]
+        )
     points = [
         Point(
             id=point_id(document_id, c.ordinal),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from app.services.namespaces import get_namespace
 from app.services.routing import RouterFactory
 from app.services.usage import record_usage
 from app.services.versions import visible_documents
-from retrieval.cache import EmbeddingCache, embed_query
+from retrieval.cache import EmbeddingCache, cache_scope, embed_query
 from retrieval.embedding import Embedder
 from retrieval.filters import Expr, FilterError, parse_filter
 from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
@@ -145,6 +145,9 @@ def retrieve(
     )
     mark = time.perf_counter()
     hits = _search_visible(session, deps.store, namespace, request)
+    # The visibility check began a transaction, and on SQLite that holds the write lock: end it
+    # before reranking or generating.
+    session.commit()
     timings["search"] = _ms_since(mark)
     passages = [
         Passage(
@@ -184,9 +187,10 @@ def search_namespace(
         StoreUnavailableError: the vector store failed.
     """
     started = time.perf_counter()
-    found, _ = _prepare(
-        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-    )
+    with cache_scope(tenant_id):
+        found, _ = _prepare(
+            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
+        )
     record_usage(session, tenant_id=tenant_id, key_id=key_id, prompt_tokens=0, completion_tokens=0)
     for stage in ("embed", "search", "rerank"):
         if stage in found.timings_ms:
@@ -216,23 +220,17 @@ def answer_question(
         StoreUnavailableError: the vector store failed.
     """
     started = time.perf_counter()
-    found, router = _prepare(
-        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-    )
-    timings = dict(found.timings_ms)
-    mark = time.perf_counter()
-    answer, choice = router.answer(question, found.vector, found.passages, route)
+    with cache_scope(tenant_id):
+        found, router = _prepare(
+            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
+        )
+        timings = dict(found.timings_ms)
+        mark = time.perf_counter()
+        answer, choice = router.answer(question, found.vector, found.passages, route)
     timings["generate"] = _ms_since(mark)
     timings["total"] = _ms_since(started)
     _account(session, tenant_id, key_id, answer, choice, route, timings)
-    return QueryResult(
-        answer=answer,
-        route_name=choice.name,
-        route_reason=choice.reason,
-        passages=found.passages,
-        timings_ms=timings,
-        cache_hit=found.cache_hit,
-    )
+    return _result(answer, choice, found, timings)
 
 
 @dataclass(frozen=True)
@@ -264,7 +262,7 @@ def stream_answer(
     filter: Any = None,
     overrides: Mapping[str, Any] | None = None,
     route: Requested = "auto",
-) -> Iterator[StreamStart | Delta | StreamEnd]:
+) -> Generator[StreamStart | Delta | StreamEnd]:
     """Like :func:`answer_question`, streamed: retrieval runs now (its errors raise here),
     generation as the returned iterator is consumed.
 
@@ -273,12 +271,14 @@ def stream_answer(
     request's own session is closed by then.
     """
     started = time.perf_counter()
-    found, router = _prepare(
-        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-    )
-    events = router.stream(question, found.vector, found.passages, route)
-    # Pull the route decision now, so that a failure to plan is an error of the request.
-    choice = next(events)
+    with cache_scope(tenant_id):
+        found, router = _prepare(
+            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
+        )
+        events = router.stream(question, found.vector, found.passages, route)
+        # Pull the route decision now, so that a failure to plan is an error of the request.
+        # It starts the backend too: the extractive one embeds its sentences here, in scope.
+        choice = next(events)
     assert isinstance(choice, RouteChoice)  # noqa: S101 (Router.stream's contract)
     return _streamed(events, choice, found, started, tenant_id, key_id, route, sessions)
 
@@ -292,33 +292,75 @@ def _streamed(
     key_id: str,
     route: Requested,
     sessions: Callable[[], Session],
+) -> Generator[StreamStart | Delta | StreamEnd]:
+    try:
+        yield from _stream_events(
+            events, choice, found, started, tenant_id, key_id, route, sessions
+        )
+    finally:
+        # A client that disconnects closes this generator: close the route's too, which frees
+        # its endpoint (the outstanding count) and stops the model.
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+def _stream_events(
+    events: Iterator[RouteChoice | StreamEvent],
+    choice: RouteChoice,
+    found: Retrieved,
+    started: float,
+    tenant_id: str,
+    key_id: str,
+    route: Requested,
+    sessions: Callable[[], Session],
 ) -> Iterator[StreamStart | Delta | StreamEnd]:
     yield StreamStart(choice.name, choice.reason)
     generating = time.perf_counter()
     first_token: float | None = None
-    for event in events:
-        if isinstance(event, Delta):
-            if first_token is None and event.text:
-                first_token = _ms_since(started)
-                TIME_TO_FIRST_TOKEN.labels(choice.name).observe(first_token / 1000)
-            yield event
-        elif isinstance(event, Answer):
-            timings = dict(found.timings_ms)
-            timings["generate"] = _ms_since(generating)
-            timings["total"] = _ms_since(started)
-            if first_token is not None:
-                timings["first_token"] = first_token
+    accounted = False
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                if first_token is None and event.text:
+                    first_token = _ms_since(started)
+                    TIME_TO_FIRST_TOKEN.labels(choice.name).observe(first_token / 1000)
+                yield event
+            elif isinstance(event, Answer):
+                timings = dict(found.timings_ms)
+                timings["generate"] = _ms_since(generating)
+                timings["total"] = _ms_since(started)
+                if first_token is not None:
+                    timings["first_token"] = first_token
+                with sessions() as session:
+                    _account(session, tenant_id, key_id, event, choice, route, timings)
+                accounted = True
+                yield StreamEnd(_result(event, choice, found, timings), first_token)
+    finally:
+        if not accounted:
+            # The client left or the backend failed mid-answer: the request still counts.
+            # Its tokens are unknown (backends report usage with the final answer).
             with sessions() as session:
-                _account(session, tenant_id, key_id, event, choice, route, timings)
-            result = QueryResult(
-                answer=event,
-                route_name=choice.name,
-                route_reason=choice.reason,
-                passages=found.passages,
-                timings_ms=timings,
-                cache_hit=found.cache_hit,
-            )
-            yield StreamEnd(result, first_token)
+                record_usage(
+                    session,
+                    tenant_id=tenant_id,
+                    key_id=key_id,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                )
+
+
+def _result(
+    answer: Answer, choice: RouteChoice, found: Retrieved, timings: dict[str, float]
+) -> QueryResult:
+    return QueryResult(
+        answer=answer,
+        route_name=choice.name,
+        route_reason=choice.reason,
+        passages=found.passages,
+        timings_ms=timings,
+        cache_hit=found.cache_hit,
+    )
 
 
 def _prepare(
@@ -348,8 +390,6 @@ def _prepare(
         overrides=overrides,
     )
     EMBEDDING_CACHE.labels("query", "hit" if found.cache_hit else "miss").inc()
-    # The same before generating, which may take seconds (the visibility check began another).
-    session.commit()
     return found, router
 
 

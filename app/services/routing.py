@@ -1,14 +1,14 @@
-"""Building routers from route configurations, once per distinct configuration.
+"""Building routers from route configurations.
 
-A namespace's ``routes`` (or, when it sets none, the server's ``SHOAL_ROUTES``) name the
-``small`` and ``large`` routes. Backends hold connections (OpenAI clients) or whole models
-(local), so each distinct route configuration is built once per process and reused by every
-request and namespace that names it.
+The operator defines the generation backends (``SHOAL_GENERATORS``: endpoints, key variables,
+model paths); a namespace's ``routes`` (or, when it sets none, the server's ``SHOAL_ROUTES``)
+only pick ``small`` and ``large`` from that catalog by name. Tenants therefore never choose
+where the server connects or what it loads. Backends hold connections (OpenAI clients) or whole
+models (local), so each generator is built once per process, on first use, and shared.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping
@@ -36,20 +36,43 @@ def parse_routes(raw: Mapping[str, Any]) -> RoutesConfig:
         raise InvalidRequestError(f"{where}: {first['msg']}", field=where) from exc
 
 
+def check_routes(routes: RoutesConfig, generators: Mapping[str, RouteConfig]) -> None:
+    """Raise :class:`InvalidRequestError` unless every route names a configured generator."""
+    for route in ("small", "large"):
+        name = getattr(routes, route)
+        if name is not None and name not in generators:
+            configured = ", ".join(sorted(generators)) or "none"
+            raise InvalidRequestError(
+                f"routes.{route}: no generator named {name!r} (configured: {configured})",
+                field=f"routes.{route}",
+            )
+
+
 class RouterFactory:
     """Routers for route configurations, with each route's endpoints built once."""
 
     def __init__(
-        self, *, default: RoutesConfig, extractive: GenerationBackend, min_score: float
+        self,
+        *,
+        generators: Mapping[str, RouteConfig],
+        default: RoutesConfig,
+        extractive: GenerationBackend,
+        min_score: float,
     ) -> None:
+        check_routes(default, generators)
+        self.generators = dict(generators)
         self._default = default
         self._extractive = extractive
         self._min_score = min_score
-        self._pools: dict[str, EndpointPool] = {}
+        self._pools: dict[str, EndpointPool] = {}  # by generator name: bounded by the catalog
         self._lock = threading.Lock()
 
     def router(self, routes: Mapping[str, Any]) -> Router:
-        """The router for a namespace's ``routes`` ({} means the server's default)."""
+        """The router for a namespace's stored ``routes`` ({} means the server's default).
+
+        A stored route whose generator the operator has since removed answers extractively
+        rather than failing every query of the namespace.
+        """
         config = parse_routes(routes) if routes else self._default
         policy = RoutePolicy(**config.policy.model_dump())
         return Router(
@@ -59,15 +82,15 @@ class RouterFactory:
             policy=policy,
         )
 
-    def _pool(self, route: RouteConfig | None) -> EndpointPool | None:
-        if route is None or route.backend == "extractive":
+    def _pool(self, name: str | None) -> EndpointPool | None:
+        route = self.generators.get(name) if name is not None else None
+        if name is None or route is None or route.backend == "extractive":
             return None
-        key = json.dumps(route.model_dump(mode="json"), sort_keys=True)
         with self._lock:
-            pool = self._pools.get(key)
+            pool = self._pools.get(name)
             if pool is None:
                 pool = EndpointPool(self._backends(route))
-                self._pools[key] = pool
+                self._pools[name] = pool
             return pool
 
     def _backends(self, route: RouteConfig) -> list[tuple[GenerationBackend, float]]:

@@ -2,7 +2,7 @@
 
 A :class:`GenerationBackend` turns a question and the passages retrieved for it into an
 :class:`Answer` whose claims are backed by :class:`Citation` objects, or abstains. The
-extractive backend quotes; LLM backends (issue 6) will paraphrase but cite the same way.
+extractive backend quotes; the LLM backends paraphrase but cite the same way.
 """
 
 from __future__ import annotations

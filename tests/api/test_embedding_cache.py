@@ -133,3 +133,25 @@ def test_a_new_version_re_embeds_only_the_chunks_whose_text_changed(
     assert since(after_v2, after_v1) == {"hit": 5, "miss": 1}
     if cache_backend is not None:  # shared by every process: all seven vectors are in Redis
         assert len(cache_backend.keys()) == 7
+
+
+def test_tenants_never_share_cache_entries(
+    cached_api: Api, cache_backend: RedisScratch | None
+) -> None:
+    # Shared entries would let one tenant time its queries to learn whether another tenant's
+    # documents hold an exact text: the second tenant's identical upload embeds everything.
+    api = cached_api
+    first, second = make_tenant(api, "acme"), make_tenant(api, "globex")
+    make_namespace(api, first, "docs")
+    make_namespace(api, second, "docs")
+
+    start = ingest_lookups(api)
+    put_version(api, first, handbook())
+    after_first = ingest_lookups(api)
+    put_version(api, second, handbook())
+    after_second = ingest_lookups(api)
+
+    assert since(after_first, start) == {"hit": 0, "miss": 6}
+    assert since(after_second, after_first) == {"hit": 0, "miss": 6}
+    if cache_backend is not None:
+        assert len(cache_backend.keys()) == 12

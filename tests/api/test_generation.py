@@ -5,6 +5,7 @@ and the real local model."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,31 @@ def dead_route() -> dict[str, Any]:
     return openai_route(f"http://127.0.0.1:{free_port()}/v1", timeout_s=2)
 
 
+@pytest.fixture
+def generators(llama_server: str, smollm2_dir: Path) -> dict[str, Any]:
+    """The operator's catalog: llama.cpp's server, two dead endpoints and the local model."""
+    return {
+        "llama": openai_route(llama_server),
+        "dead": dead_route(),
+        "dead-too": dead_route(),
+        "local": {
+            "backend": "local",
+            "model_path": str(smollm2_dir),
+            "gguf_file": SMOLLM2_GGUF,
+            "context_window": 1536,
+            "max_output_tokens": 48,
+        },
+    }
+
+
+@pytest.fixture
+def llm_api(
+    tmp_path: Path, sqlite_url: str, embedder: Any, generators: dict[str, Any]
+) -> Iterator[Api]:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, generators=generators)
+    yield from start_api(settings, embedder)
+
+
 def setup(api: Api, routes: dict[str, Any]) -> Tenant:
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs", routes=routes)
@@ -66,10 +92,9 @@ def ask(api: Api, tenant: Tenant, question: str, **extra: Any):
     return response
 
 
-def test_the_small_route_answers_through_an_openai_compatible_server(
-    api: Api, llama_server: str
-) -> None:
-    tenant = setup(api, {"small": openai_route(llama_server), "large": dead_route()})
+def test_the_small_route_answers_through_an_openai_compatible_server(llm_api: Api) -> None:
+    api = llm_api
+    tenant = setup(api, {"small": "llama", "large": "dead"})
 
     response = ask(api, tenant, FACTUAL, route="small")
 
@@ -83,10 +108,9 @@ def test_the_small_route_answers_through_an_openai_compatible_server(
     assert body["answer"].strip()
 
 
-def test_a_failing_large_route_falls_back_to_small_and_says_why(
-    api: Api, llama_server: str
-) -> None:
-    tenant = setup(api, {"small": openai_route(llama_server), "large": dead_route()})
+def test_a_failing_large_route_falls_back_to_small_and_says_why(llm_api: Api) -> None:
+    api = llm_api
+    tenant = setup(api, {"small": "llama", "large": "dead"})
 
     body = ask(api, tenant, ANALYTICAL).json()
 
@@ -99,8 +123,9 @@ def test_a_failing_large_route_falls_back_to_small_and_says_why(
     assert 'shoal_route_decisions_total{decided_by="auto",fallback="true",route="small"}' in metrics
 
 
-def test_when_every_llm_route_fails_the_answer_is_extractive(api: Api) -> None:
-    tenant = setup(api, {"small": dead_route(), "large": dead_route()})
+def test_when_every_llm_route_fails_the_answer_is_extractive(llm_api: Api) -> None:
+    api = llm_api
+    tenant = setup(api, {"small": "dead-too", "large": "dead"})
 
     response = ask(api, tenant, ANALYTICAL)
 
@@ -140,10 +165,9 @@ def read_events(api: Api, tenant: Tenant, question: str, **extra: Any) -> list[t
     return events
 
 
-def test_streaming_sends_tokens_then_citations_then_usage_and_timings(
-    api: Api, llama_server: str
-) -> None:
-    tenant = setup(api, {"small": openai_route(llama_server)})
+def test_streaming_sends_tokens_then_citations_then_usage_and_timings(llm_api: Api) -> None:
+    api = llm_api
+    tenant = setup(api, {"small": "llama"})
 
     events = read_events(api, tenant, FACTUAL, route="small")
 
@@ -168,15 +192,9 @@ def test_a_streamed_extractive_answer_has_the_same_shape(api: Api) -> None:
     assert events[1][1]["text"] == events[-1][1]["answer"]
 
 
-def test_the_local_backend_answers_through_http(api: Api, smollm2_dir: Path) -> None:
-    local = {
-        "backend": "local",
-        "model_path": str(smollm2_dir),
-        "gguf_file": SMOLLM2_GGUF,
-        "context_window": 1536,
-        "max_output_tokens": 48,
-    }
-    tenant = setup(api, {"small": local})
+def test_the_local_backend_answers_through_http(llm_api: Api) -> None:
+    api = llm_api
+    tenant = setup(api, {"small": "local"})
 
     body = ask(api, tenant, FACTUAL, route="small").json()
 
@@ -187,31 +205,46 @@ def test_the_local_backend_answers_through_http(api: Api, smollm2_dir: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("routes", "field"),
+    ("routes", "field", "status", "slug"),
     [
-        ({"small": {"backend": "openai"}}, "routes.small"),
-        ({"small": {"backend": "telepathy"}}, "routes.small.backend"),
-        ({"large": {"backend": "local"}}, "routes.large"),
-        ({"medium": {"backend": "extractive"}}, "routes.medium"),
+        # Tenants pick generators by name; endpoints, key variables and paths are the
+        # operator's (SHOAL_GENERATORS), so none of these can point the server anywhere.
+        ({"small": "nonexistent"}, "routes.small", 422, "invalid-request"),
+        (
+            {"small": {"backend": "openai", "endpoints": [{"url": "http://evil", "model": "m"}]}},
+            "routes.small",
+            422,
+            "validation-error",
+        ),
+        ({"large": "Not A Name"}, "routes.large", 422, "validation-error"),
+        ({"medium": "llama"}, "routes.medium", 422, "validation-error"),
     ],
 )
-def test_a_bad_route_configuration_is_a_422(api: Api, routes: dict[str, Any], field: str) -> None:
+def test_a_route_must_name_a_configured_generator(
+    llm_api: Api, routes: dict[str, Any], field: str, status: int, slug: str
+) -> None:
+    api = llm_api
     tenant = make_tenant(api, "acme")
     response = api.client.post(
         "/v1/namespaces",
         json={"name": "docs", "routes": routes},
         headers=api.headers(tenant.admin_key),
     )
-    problem = assert_problem(response, 422, "validation-error")
-    assert any(".".join(map(str, e["loc"])).endswith(field) for e in problem["errors"]), problem
+    problem = assert_problem(response, status, slug)
+    if slug == "invalid-request":
+        assert problem["field"] == field
+        assert "llama" in problem["detail"]  # the configured names are listed
+    else:
+        assert any(".".join(map(str, e["loc"])).endswith(field) for e in problem["errors"])
 
 
 def test_the_servers_default_routes_serve_namespaces_without_their_own(
     tmp_path: Path, sqlite_url: str, embedder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SHOAL_ROUTES", json.dumps({"small": dead_route()}))
+    monkeypatch.setenv("SHOAL_GENERATORS", json.dumps({"dead": dead_route()}))
+    monkeypatch.setenv("SHOAL_ROUTES", json.dumps({"small": "dead"}))
     settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
-    assert settings.routes.small is not None
+    assert settings.routes.small == "dead"
     for api in start_api(settings, embedder):
         tenant = setup(api, {})
 
@@ -219,3 +252,18 @@ def test_the_servers_default_routes_serve_namespaces_without_their_own(
 
         assert body["route"]["name"] == "extractive"
         assert "fell back after small (openai:smollm2) failed" in body["route"]["reason"]
+
+
+def test_default_routes_must_name_configured_generators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_ROUTES", json.dumps({"small": "missing"}))
+    with pytest.raises(ValueError, match="not in SHOAL_GENERATORS"):
+        Settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://host/v1", "not a url", "http://:80/v1"])
+def test_a_generator_url_must_be_http(tmp_path: Path, url: str) -> None:
+    route = {"backend": "openai", "endpoints": [{"url": url, "model": "m"}]}
+    with pytest.raises(ValueError, match="URL"):
+        Settings(data_dir=tmp_path, generators={"g": route})

@@ -22,6 +22,7 @@ from retrieval.cache import (
     Vector,
     VectorLike,
     cache_key,
+    cache_scope,
     embed_query,
     normalise_query,
 )
@@ -553,3 +554,14 @@ def test_redis_down_still_embeds_queries_and_chunks_correctly(
     # One warning for the failed lookup; the cool-down then skips Redis without a word.
     failed = [e for e in logs if e["event"] == "embedding_cache_failed"]
     assert [(e["operation"], e["log_level"]) for e in failed] == [("get", "warning")]
+
+
+def test_keys_belong_to_the_scope_they_are_made_in() -> None:
+    unscoped = cache_key("m", "a sentence of some tenant's document")
+    with cache_scope("tenant-a"):
+        a = cache_key("m", "a sentence of some tenant's document")
+        with cache_scope("tenant-b"):
+            b = cache_key("m", "a sentence of some tenant's document")
+        assert cache_key("m", "a sentence of some tenant's document") == a
+    assert len({unscoped, a, b}) == 3
+    assert cache_key("m", "a sentence of some tenant's document") == unscoped

@@ -127,7 +127,7 @@ def test_the_endpoint_with_fewest_outstanding_per_weight_is_picked() -> None:
     held = []
     for _ in range(8):
         context = pool.acquire()
-        held.append((context, context.__enter__()))
+        held.append((context, context.__enter__()[1]))
 
     # Weighted least outstanding: 3 : 1 while all are in flight.
     assert pool.outstanding() == [6, 2]
@@ -138,7 +138,7 @@ def test_the_endpoint_with_fewest_outstanding_per_weight_is_picked() -> None:
     for context, _ in held[:6]:
         context.__exit__(None, None, None)
     assert pool.outstanding() == [1, 1]
-    with pool.acquire() as chosen:
+    with pool.acquire() as (_, chosen):
         assert chosen.name == "heavy"  # (1 + 1) / 3 < (1 + 1) / 1
     for context, _ in held[6:]:
         context.__exit__(None, None, None)
@@ -150,7 +150,7 @@ def test_a_slow_endpoint_stops_getting_work_while_busy() -> None:
     fast.release.set()
     pool = EndpointPool([(slow, 1.0), (fast, 1.0)])
     for _ in range(3):
-        with pool.acquire() as first:
+        with pool.acquire() as (_, first):
             pass
         assert first.name == "slow"  # with nothing in flight, ties go to the first listed
     stuck = threading.Thread(target=lambda: _call(pool))
@@ -166,7 +166,7 @@ def test_a_slow_endpoint_stops_getting_work_while_busy() -> None:
 
 
 def _call(pool: EndpointPool) -> None:
-    with pool.acquire() as backend:
+    with pool.acquire() as (_, backend):
         backend.generate("q", [], [])
 
 
@@ -231,3 +231,34 @@ def test_without_llm_routes_the_answer_is_extractive() -> None:
 def test_an_unavailable_error_names_the_backend() -> None:
     error = GenerationUnavailableError("down", backend="openai:x", status_code=503)
     assert error.backend == "openai:x"
+
+
+@pytest.mark.slow
+def test_a_dead_endpoint_hands_the_question_to_its_sibling(
+    embedder, extractive: GenerationBackend
+) -> None:
+    dead = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "dead", timeout_s=2)
+    alive = Slow("alive")
+    alive.release.set()
+    # The dead endpoint is listed first and idle, so it wins the pick; the sibling answers.
+    router = Router(
+        small=EndpointPool([(dead, 1.0), (alive, 1.0)]), large=None, extractive=extractive
+    )
+    question = "What do sea otters hold?"
+    [vector] = embedder.encode([question])
+
+    answer, choice = router.answer(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small")
+
+    assert (choice.name, choice.backend, answer.text) == ("small", "alive", "alive")
+    assert choice.fallbacks == ("small (openai:dead)",)
+    events = list(router.stream(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small"))
+    assert isinstance(events[0], RouteChoice)
+    assert events[0].backend == "alive"
+
+
+def test_acquire_skips_endpoints_that_failed() -> None:
+    pool = EndpointPool([(Slow("a"), 1.0), (Slow("b"), 1.0)])
+    with pool.acquire(skip={0}) as (index, backend):
+        assert (index, backend.name) == (1, "b")
+    with pytest.raises(LookupError), pool.acquire(skip={0, 1}):
+        pass
