@@ -280,29 +280,7 @@ def stream_answer(
         # It starts the backend too: the extractive one embeds its sentences here, in scope.
         choice = next(events)
     assert isinstance(choice, RouteChoice)  # noqa: S101 (Router.stream's contract)
-    return _streamed(events, choice, found, started, tenant_id, key_id, route, sessions)
-
-
-def _streamed(
-    events: Iterator[RouteChoice | StreamEvent],
-    choice: RouteChoice,
-    found: Retrieved,
-    started: float,
-    tenant_id: str,
-    key_id: str,
-    route: Requested,
-    sessions: Callable[[], Session],
-) -> Generator[StreamStart | Delta | StreamEnd]:
-    try:
-        yield from _stream_events(
-            events, choice, found, started, tenant_id, key_id, route, sessions
-        )
-    finally:
-        # A client that disconnects closes this generator: close the route's too, which frees
-        # its endpoint (the outstanding count) and stops the model.
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+    return _stream_events(events, choice, found, started, tenant_id, key_id, route, sessions)
 
 
 def _stream_events(
@@ -314,7 +292,7 @@ def _stream_events(
     key_id: str,
     route: Requested,
     sessions: Callable[[], Session],
-) -> Iterator[StreamStart | Delta | StreamEnd]:
+) -> Generator[StreamStart | Delta | StreamEnd]:
     yield StreamStart(choice.name, choice.reason)
     generating = time.perf_counter()
     first_token: float | None = None
@@ -337,6 +315,11 @@ def _stream_events(
                 accounted = True
                 yield StreamEnd(_result(event, choice, found, timings), first_token)
     finally:
+        # A client that disconnects closes this generator: close the route's too, which frees
+        # its endpoint (the outstanding count) and stops the model.
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
         if not accounted:
             # The client left or the backend failed mid-answer: the request still counts.
             # Its tokens are unknown (backends report usage with the final answer).
