@@ -201,6 +201,7 @@ TEXTS = [
         ({"field": "kind", "in": ["case", "review"]}, {"d1", "d3"}),
         ({"field": "year", "range": {"gte": 2020}}, {"d1", "d2"}),
         ({"field": "year", "range": {"gt": 2019, "lt": 2021}}, {"d1"}),
+        ({"field": "year", "range": {"gte": 2019.5, "lte": 2020.5}}, {"d1"}),  # fractional
         ({"field": "published", "range": {"lt": "2019-06-01"}}, {"d0"}),
         ({"field": "tags", "eq": "y"}, {"d1"}),
         ({"field": "open", "eq": True}, {"d2"}),
