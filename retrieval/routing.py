@@ -135,10 +135,6 @@ class EndpointPool:
         self._endpoints = [_Endpoint(backend, weight) for backend, weight in endpoints]
         self._lock = threading.Lock()
 
-    @property
-    def name(self) -> str:
-        return self._endpoints[0].backend.name
-
     def outstanding(self) -> list[int]:
         with self._lock:
             return [e.outstanding for e in self._endpoints]

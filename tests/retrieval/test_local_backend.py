@@ -16,21 +16,7 @@ from retrieval.generation.base import Answer, Delta, Passage
 from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE
 from retrieval.generation.local import LocalBackend
 from tests.conftest import SMOLLM2_GGUF
-
-EIFFEL = Passage(
-    chunk_id="eiffel",
-    document_id="landmarks",
-    text="The Eiffel Tower is in Paris. It was completed in 1889.",
-    score=0.71,
-)
-BANANA = Passage(
-    chunk_id="banana",
-    document_id="fruit",
-    text="Bananas are yellow fruit rich in potassium.",
-    score=0.45,
-)
-QUESTION = "When was the Eiffel Tower completed?"
-NO_VECTOR = [0.0]  # LLM backends do not use the question's embedding
+from tests.retrieval.conftest import BANANA, EIFFEL, NO_VECTOR, QUESTION
 
 
 @pytest.fixture(scope="module")

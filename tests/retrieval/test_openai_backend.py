@@ -26,21 +26,7 @@ from retrieval.generation.prompt import (
     parse_answer,
 )
 from tests.conftest import free_port
-
-EIFFEL = Passage(
-    chunk_id="eiffel",
-    document_id="landmarks",
-    text="The Eiffel Tower is in Paris. It was completed in 1889.",
-    score=0.71,
-)
-BANANA = Passage(
-    chunk_id="banana",
-    document_id="fruit",
-    text="Bananas are yellow fruit rich in potassium.",
-    score=0.45,
-)
-QUESTION = "When was the Eiffel Tower completed?"
-NO_VECTOR = [0.0]  # LLM backends do not use the question's embedding
+from tests.retrieval.conftest import BANANA, EIFFEL, NO_VECTOR, QUESTION
 
 # SmolLM2's tokenizer needs ~14 % more tokens than cl100k: 1536 stays inside the server's 2048.
 SERVER_CONTEXT = 1536
