@@ -42,7 +42,7 @@ from app.services.query import (
     search_namespace,
     stream_answer,
 )
-from retrieval.generation.base import Delta
+from retrieval.generation.base import Citation, Delta, Passage
 
 log = structlog.get_logger(__name__)
 
@@ -105,16 +105,7 @@ def search(
         overrides={"mode": body.mode, "rerank": body.rerank},
     )
     return SearchResults(
-        passages=[
-            CitationPublic(
-                document_id=p.document_id,
-                chunk_id=p.chunk_id,
-                text=p.text,
-                score=p.score,
-                **_citation_source(p.payload),
-            )
-            for p in found.passages
-        ],
+        passages=[_citation(p, p.payload) for p in found.passages],
         timings_ms=found.timings_ms,
     )
 
@@ -168,16 +159,7 @@ def _public(result: QueryResult) -> QueryAnswer:
     return QueryAnswer(
         answer=answer.text,
         answerable=answer.answerable,
-        citations=[
-            CitationPublic(
-                document_id=c.document_id,
-                chunk_id=c.chunk_id,
-                text=c.text,
-                score=c.score,
-                **_citation_source(payloads.get(c.chunk_id, {})),
-            )
-            for c in answer.citations
-        ],
+        citations=[_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
         route=RoutePublic(name=result.route_name, reason=result.route_reason),
         degraded=False,
         usage=UsageTokens(
@@ -187,6 +169,14 @@ def _public(result: QueryResult) -> QueryAnswer:
     )
 
 
-def _citation_source(payload: dict[str, Any]) -> dict[str, Any]:
-    """Where a cited chunk comes from, for readers: file, position, title, section, page."""
-    return {key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")}
+def _citation(cited: Citation | Passage, payload: dict[str, Any]) -> CitationPublic:
+    """A chunk as clients see it: its text and score, and where it comes from (file,
+    position, title, section, page, from its ``payload``)."""
+    source = {key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")}
+    return CitationPublic(
+        document_id=cited.document_id,
+        chunk_id=cited.chunk_id,
+        text=cited.text,
+        score=cited.score,
+        **source,
+    )
