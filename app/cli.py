@@ -56,6 +56,7 @@ def serve(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_config=None,  # our JSON logging, configured above
+        access_log=False,  # app.metrics logs each request, with its ids and route template
     )
 
 
@@ -82,6 +83,14 @@ def worker(
         _fail("no Celery app was built")
         return
     platform.embedder.warm_up()  # load the model before taking the first message
+    if settings.workers.metrics_port:
+        from prometheus_client import start_http_server
+
+        from app.metrics import register_gpu_metrics, track_queue_depth
+
+        track_queue_depth(settings.workers.queue, platform.queue.depth)
+        register_gpu_metrics()
+        start_http_server(settings.workers.metrics_port)
     reaper = platform.reaper()
     reaper.start()
     threads = concurrency or settings.workers.concurrency
@@ -343,16 +352,24 @@ def _upgrade(settings: Settings) -> None:
 
 def _bootstrap(settings: Settings) -> None:
     """Give an empty database its first platform key, printed once."""
+    from sqlalchemy.exc import IntegrityError
+
     from app.services import keys
 
     with _session(settings, migrate=False) as session:  # serve migrated just before
         if keys.has_any_platform_key(session):
             return
         if settings.bootstrap_key is not None:
-            keys.install_key(
-                session, token=settings.bootstrap_key.get_secret_value(), name="bootstrap"
-            )
-            session.commit()
+            try:
+                keys.install_key(
+                    session, token=settings.bootstrap_key.get_secret_value(), name="bootstrap"
+                )
+                session.commit()
+            except IntegrityError:
+                # Replicas started together on an empty database: another one installed the
+                # very same key first.
+                session.rollback()
+                return
             err.print("installed the platform key from SHOAL_BOOTSTRAP_KEY")
             return
         _, plaintext = keys.create_key(session, tenant_id=None, name="bootstrap", scopes=[])

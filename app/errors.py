@@ -7,10 +7,14 @@ ShoalError
 ├── ConflictError           the name is taken (409)
 ├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
 ├── IdempotencyKeyReusedError  an ``Idempotency-Key`` sent again with another request (422)
-└── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
+├── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
+├── RateLimitedError        a request or token budget is spent (429, with ``Retry-After``)
+└── LimiterUnavailableError the shared rate limiter is down and limits fail closed (503)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ShoalError(Exception):
@@ -60,3 +64,27 @@ class IdempotencyKeyReusedError(ShoalError):
 
 class PayloadTooLargeError(ShoalError):
     """Raised when a request body exceeds the configured upload limit."""
+
+
+class RateLimitedError(ShoalError):
+    """Raised when a request or token budget cannot cover a request.
+
+    ``retry_after_s`` is when enough budget will have refilled; None when it never will (the
+    request needs more than a whole minute's budget). ``decision`` is the limiter's
+    (:class:`app.services.limits.Decision`), for the ``RateLimit-*`` headers.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None, decision: Any = None
+    ) -> None:  # Any: app.services.limits.Decision; errors import nothing of the gateway
+        self.retry_after_s = retry_after_s
+        self.decision = decision
+        super().__init__(message)
+
+
+class LimiterUnavailableError(ShoalError):
+    """Raised when the shared rate limiter (Redis) is down and the deployment fails closed."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

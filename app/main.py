@@ -7,11 +7,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.gateway.body_limit import BodyLimitMiddleware
+from app.gateway.limit_headers import RateLimitHeadersMiddleware
+from app.gateway.openapi import problem_responses
 from app.gateway.problems import install_problem_handlers
 from app.gateway.request_id import RequestIdMiddleware
-from app.metrics import MetricsMiddleware, metrics_endpoint, track_queue_depth
+from app.metrics import (
+    MetricsMiddleware,
+    metrics_endpoint,
+    register_gpu_metrics,
+    track_queue_depth,
+)
 from app.platform import Platform, build_platform
-from app.routers import admin, documents, health, jobs, namespaces, query
+from app.routers import admin, documents, faults, health, jobs, namespaces, query
 from app.settings import Settings, get_settings
 
 
@@ -28,9 +36,11 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         owned = platform is None
         running = platform or build_platform(settings)
         app.state.platform = running
-        track_queue_depth(running.queue.depth)
+        track_queue_depth(settings.workers.queue, running.queue.depth)
+        register_gpu_metrics()
         running.warm_up_in_background()
         running.recover_pending()
+        running.usage.start()
         try:
             yield
         finally:
@@ -43,10 +53,15 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         summary="Multi-tenant RAG: upload documents, ask questions, get cited answers.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
-    for module in (health, admin, namespaces, documents, jobs, query):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (admin, namespaces, documents, jobs, query):
+        app.include_router(module.router, responses=problem_responses())
+    if settings.enable_faults:  # otherwise the drill endpoints do not exist (404)
+        app.include_router(faults.router, responses=problem_responses())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app

@@ -18,18 +18,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import PENDING_STATES, Document
 from app.db.session import make_engine, make_session_factory
-from app.metrics import count_cache_lookups
+from app.metrics import (
+    RATE_LIMIT_BACKEND,
+    count_cache_lookups,
+    record_breaker_transition,
+    track_breaker,
+)
 from app.services import indexing
+from app.services.fault_adapters import (
+    FaultyAnswerCache,
+    FaultyBackend,
+    FaultyCache,
+    FaultyEmbedder,
+    FaultyQueue,
+    FaultyStore,
+)
+from app.services.faults import FaultRegistry, make_fault_registry
+from app.services.limits import FailoverLimiter, LocalLimiter, RateLimits, RedisLimiter
 from app.services.query import QueryDeps, SearchOptions
 from app.services.reaper import Reaper
 from app.services.routing import RouterFactory
 from app.services.scheduling import enqueue_fairly
+from app.services.usage import UsageLedger
 from app.settings import Settings
 from ingestion.batching import BatchingEmbedder
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import Embedder, SentenceTransformerEmbedder
+from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
 from retrieval.cache import CachedEmbedder, EmbeddingCache, MemoryCache, RedisCache
+from retrieval.generation.base import GenerationBackend
 from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
 from retrieval.rerank import make_reranker
+from retrieval.resilience import MAX_IN_FLIGHT, Breakers, GuardedBackend, GuardedStore
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
 from workers.celery_app import CeleryConfig, CeleryQueue, create_celery
@@ -50,7 +69,11 @@ class Platform:
     indexing: indexing.IndexingDeps
     query: QueryDeps
     queue: TaskQueue
+    limits: RateLimits
+    usage: UsageLedger
     celery: Celery | None = None  # distributed mode: the app `shoal worker` runs
+    breakers: Breakers | None = None  # the vector store's and each LLM endpoint's
+    faults: FaultRegistry | None = None  # fault drills (SHOAL_ENABLE_FAULTS)
 
     @property
     def distributed(self) -> bool:
@@ -95,13 +118,23 @@ class Platform:
         threading.Thread(target=self.embedder.warm_up, name="shoal-warm-up", daemon=True).start()
 
     def close(self) -> None:
+        self.usage.close()
+        self.limits.close()
         self.queue.close(wait=True)
         embedder = self.indexing.embedder
         if isinstance(embedder, CachedEmbedder) and isinstance(embedder.inner, BatchingEmbedder):
             embedder.inner.close()
         self.store.close()
-        if isinstance(self.query.cache, RedisCache):
-            self.query.cache.close()
+        cache = self.query.cache
+        cache = cache.inner if isinstance(cache, FaultyCache) else cache
+        if isinstance(cache, RedisCache):
+            cache.close()
+        answers = self.query.answers
+        answers = answers.inner if isinstance(answers, FaultyAnswerCache) else answers
+        if isinstance(answers, RedisAnswerCache):
+            answers.close()
+        if self.faults is not None:
+            self.faults.close()
         self.engine.dispose()
 
 
@@ -116,6 +149,96 @@ def make_cache(settings: Settings) -> EmbeddingCache:
     return MemoryCache(max_entries=settings.cache.max_entries)
 
 
+def make_answer_cache(settings: Settings) -> AnswerCache:
+    """The answer cache (served while the store is down): Redis when ``SHOAL_REDIS_URL`` is set,
+    so workers that publish documents invalidate every replica's answers; else in-process."""
+    if settings.redis_url:
+        return RedisAnswerCache(settings.redis_url, settings.answers, settings.cache)
+    return MemoryAnswerCache(settings.answers)
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """The adapters that resilience wraps: the store behind its breaker and timeouts, and, with
+    ``SHOAL_ENABLE_FAULTS``, everything behind the fault registry."""
+
+    store: GuardedStore
+    model: Embedder
+    cache: EmbeddingCache
+    answers: AnswerCache
+    breakers: Breakers
+    faults: FaultRegistry | None
+
+    def backend(self, generator: str, index: int, backend: GenerationBackend) -> GenerationBackend:
+        """Endpoint ``index`` of ``generator`` behind its own breaker (a RouterFactory wrap)."""
+        if self.faults is not None:
+            backend = FaultyBackend(backend, self.faults)
+        breaker = self.breakers.get(f"generator:{generator}:{index}")
+        track_breaker(breaker.name, lambda: breaker.state)
+        return GuardedBackend(backend, breaker)
+
+    def queue(self, queue: TaskQueue) -> TaskQueue:
+        return queue if self.faults is None else FaultyQueue(queue, self.faults)
+
+
+def guard(
+    settings: Settings,
+    *,
+    store: VectorStore,
+    model: SentenceTransformerEmbedder,
+    cache: EmbeddingCache,
+    answers: AnswerCache,
+) -> Guarded:
+    """Wrap the real adapters: fault injection innermost (so breakers see drills as outages),
+    then the store's breaker and timeouts."""
+    faults = (
+        make_fault_registry(settings.redis_url, settings.cache) if settings.enable_faults else None
+    )
+    breakers = Breakers(settings.breaker, on_transition=record_breaker_transition)
+    store_breaker = breakers.get("vector_store")
+    track_breaker(store_breaker.name, lambda: store_breaker.state)
+    embedder: Embedder = model
+    if faults is not None:
+        store = FaultyStore(store, faults)
+        embedder = FaultyEmbedder(model, faults)
+        cache = FaultyCache(cache, faults)
+        answers = FaultyAnswerCache(answers, faults)
+    guarded_store = GuardedStore(
+        store,
+        store_breaker,
+        read_timeout_s=settings.store_timeout_s,
+        write_timeout_s=settings.store_write_timeout_s,
+        # Room for every indexing thread and AnyIO's 40 request threads; only stalled calls
+        # fill it (then calls fail at once instead of queueing behind them).
+        max_in_flight=max(MAX_IN_FLIGHT, settings.workers.concurrency + 64),
+    )
+    return Guarded(guarded_store, embedder, cache, answers, breakers, faults)
+
+
+def make_limits(settings: Settings) -> RateLimits:
+    """Rate limits: shared through Redis when ``SHOAL_REDIS_URL`` is set, else in process."""
+    config = settings.limits
+    limiter: LocalLimiter | FailoverLimiter
+    if settings.redis_url:
+        limiter = FailoverLimiter(
+            RedisLimiter(
+                settings.redis_url, key_prefix=config.key_prefix, timeout_s=config.redis_timeout_s
+            ),
+            mode=config.redis_failure,
+            replicas=config.replicas,
+            cooldown_s=config.cooldown_s,
+        )
+    else:
+        limiter = LocalLimiter()
+        RATE_LIMIT_BACKEND.labels("local").set(1)
+        RATE_LIMIT_BACKEND.labels("redis").set(0)
+    return RateLimits(
+        limiter,
+        default_requests_per_minute=config.default_requests_per_minute,
+        default_tokens_per_minute=config.default_tokens_per_minute,
+    )
+
+
 def build_platform(
     settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None
 ) -> Platform:
@@ -126,13 +249,19 @@ def build_platform(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
-    store = make_store(settings.vector_store, data_dir=settings.data_dir)
     embedder = embedder or SentenceTransformerEmbedder(settings.embedding)
-    cache = make_cache(settings)
+    guarded = guard(
+        settings,
+        store=make_store(settings.vector_store, data_dir=settings.data_dir),
+        model=embedder,
+        cache=make_cache(settings),
+        answers=make_answer_cache(settings),
+    )
+    store, model, cache = guarded.store, guarded.model, guarded.cache
     # Indexing threads share the model through one batching thread, behind the cache: only
     # the chunks it misses reach the model (a new version re-embeds only what changed).
     # Queries use the model directly, through embed_query and the same cache.
-    batching = BatchingEmbedder(embedder, max_batch=settings.embedding.pipeline_batch)
+    batching = BatchingEmbedder(model, max_batch=settings.embedding.pipeline_batch)
     indexing_deps = indexing.IndexingDeps(
         sessions=sessions,
         store=store,
@@ -140,23 +269,27 @@ def build_platform(
         chunking=settings.chunking,
         ingestion=settings.ingestion,
         max_attempts=settings.workers.max_attempts,
+        answers=guarded.answers,
     )
     min_score = settings.retrieval.min_score
     min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
     # Quoted sentences go through the cache too: popular passages are quoted again and again.
-    sentences = CachedEmbedder(embedder, cache, on_lookup=count_cache_lookups("answer"))
+    sentences = CachedEmbedder(model, cache, on_lookup=count_cache_lookups("answer"))
     extractive = ExtractiveGenerator(
         sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=min_score
     )
+    usage = UsageLedger(sessions)
+    limits = make_limits(settings)
     query_deps = QueryDeps(
         store=store,
-        embedder=embedder,
+        embedder=model,
         cache=cache,
         routers=RouterFactory(
             generators=settings.generators,
             default=settings.routes,
             extractive=extractive,
             min_score=min_score,
+            wrap=guarded.backend,
         ),
         default_top_k=settings.retrieval.top_k,
         search=SearchOptions(
@@ -169,6 +302,9 @@ def build_platform(
         ),
         reranker=make_reranker(settings.retrieval.reranker),
         rerank_candidates=settings.retrieval.rerank_candidates,
+        usage=usage,
+        limits=limits,
+        answers=guarded.answers,
     )
     handler = functools.partial(indexing.ingest_document, deps=indexing_deps)
     on_give_up = functools.partial(indexing.give_up, deps=indexing_deps)
@@ -198,6 +334,10 @@ def build_platform(
         embedder=embedder,
         indexing=indexing_deps,
         query=query_deps,
-        queue=queue,
+        queue=guarded.queue(queue),
+        limits=limits,
+        usage=usage,
         celery=celery,
+        breakers=guarded.breakers,
+        faults=guarded.faults,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from retrieval.config import RoutesConfig
 from retrieval.stores.base import Fusion, SearchMode
@@ -26,8 +26,21 @@ class Strict(BaseModel):
 
 
 class Quotas(Strict):
-    requests_per_minute: int | None = Field(None, ge=1, description="Enforced from issue 7 on.")
-    tokens_per_minute: int | None = Field(None, ge=1, description="Enforced from issue 7 on.")
+    """Per-minute budgets. On a PATCH, `null` removes one (a tenant then falls back to the
+    server's default, `SHOAL_LIMITS__DEFAULT_...`; a key to its tenant's alone)."""
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=10**9, description="Requests per minute, counted on every request."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=10**12,
+        description=(
+            "Model tokens per minute (prompt + answer): reserved before generation, "
+            "settled with the real usage after."
+        ),
+    )
 
 
 class TenantCreate(Strict):
@@ -49,6 +62,13 @@ class TenantPublic(BaseModel):
 class KeyCreate(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     scopes: list[Scope] = Field(min_length=1)
+    quotas: Quotas = Field(
+        Quotas(), description="The key's own budgets, enforced on top of its tenant's."
+    )
+
+
+class KeyUpdate(Strict):
+    quotas: Quotas
 
 
 class KeyPublic(BaseModel):
@@ -56,6 +76,7 @@ class KeyPublic(BaseModel):
     tenant_id: str | None
     name: str
     scopes: list[str]
+    quotas: dict[str, Any]
     created_at: dt.datetime
     revoked_at: dt.datetime | None
 
@@ -255,6 +276,41 @@ class QueryAnswer(BaseModel):
     answerable: bool
     citations: list[CitationPublic]
     route: RoutePublic
-    degraded: bool
+    degraded: bool = Field(
+        description=(
+            "True when the search could not run: the answer is the cached one to the same "
+            "query, or says there is none (`Retry-After` says when to ask again)."
+        )
+    )
+    degraded_reason: str | None = Field(None, description="Why the answer is degraded.")
     usage: UsageTokens
     timings_ms: dict[str, float]
+
+
+class FaultCreate(Strict):
+    """A fault drill (`SHOAL_ENABLE_FAULTS=true`): the target's calls fail or wait."""
+
+    target: Literal["vector_store", "embedder", "generator", "cache", "broker"]
+    mode: Literal["error", "delay"]
+    delay_ms: int | None = Field(
+        None,
+        ge=1,
+        le=600_000,
+        description="Wait before each call (required for `delay`; with `error`, then fail).",
+    )
+    ttl_s: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600, description="Lifetime of the fault. Unset: until cleared."
+    )
+
+    @model_validator(mode="after")
+    def _delay_has_a_duration(self) -> FaultCreate:
+        if self.mode == "delay" and self.delay_ms is None:
+            raise ValueError("a delay fault needs delay_ms")
+        return self
+
+
+class FaultPublic(BaseModel):
+    target: str
+    mode: str
+    delay_ms: int
+    expires_at: dt.datetime | None

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
-from retrieval.config import CacheConfig, RouteConfig, RoutesConfig, VectorStoreConfig
+from retrieval.config import (
+    AnswerCacheConfig,
+    BreakerConfig,
+    CacheConfig,
+    RouteConfig,
+    RoutesConfig,
+    VectorStoreConfig,
+)
 from retrieval.stores.base import Fusion, SearchMode
 
 
@@ -41,7 +48,10 @@ class WorkerConfig(BaseModel):
         ),
     )
     queue: str = Field(
-        "shoal.index", min_length=1, description="Celery queue that indexing tasks go to."
+        "shoal.index",
+        # Kombu's Redis transport splits names at ':' and routes such a queue's messages nowhere.
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Celery queue that indexing tasks go to (letters, digits, `.`, `_`, `-`).",
     )
     max_attempts: int = Field(
         5,
@@ -63,6 +73,15 @@ class WorkerConfig(BaseModel):
     )
     reaper_interval_s: float = Field(
         30.0, gt=0, description="How often each worker looks for stuck documents."
+    )
+    metrics_port: int = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description=(
+            "Port on which `shoal worker` serves its Prometheus metrics (documents, stages, "
+            "cache, queue depth, GPU); 0 turns it off."
+        ),
     )
 
 
@@ -127,6 +146,41 @@ class RetrievalConfig(BaseModel):
         return data
 
 
+class LimitsConfig(BaseModel):
+    """Rate limits (``SHOAL_LIMITS__...``). Tenants' and keys' own quotas are set through the
+    admin API; these are the defaults and how limits behave when Redis fails."""
+
+    default_requests_per_minute: int | None = Field(
+        None, ge=1, description="Requests per minute of tenants that set none. Unset: no limit."
+    )
+    default_tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Model tokens per minute of tenants that set none. Unset: no limit.",
+    )
+    redis_failure: Literal["open", "closed"] = Field(
+        "open",
+        description=(
+            "When Redis (`SHOAL_REDIS_URL`) fails: `open` counts each budget locally, divided "
+            "by `replicas`, so the platform keeps answering and all replicas together still "
+            "spend at most the budget; `closed` refuses requests with a 503 until Redis is back."
+        ),
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="API replicas sharing the budgets: the divisor of a fail-open local budget.",
+    )
+    redis_timeout_s: float = Field(
+        0.25, gt=0, le=10, description="Connect and read timeout of each limiter call to Redis."
+    )
+    cooldown_s: float = Field(
+        5.0, ge=0, le=300, description="After a Redis failure, how long limits stay local."
+    )
+    key_prefix: str = Field("shoal:limit:", description="Prefix of the limiter's Redis keys.")
+
+
 class Settings(BaseSettings):
     """Every setting a deployment can name; the README's settings table lists each one."""
 
@@ -162,14 +216,80 @@ class Settings(BaseSettings):
             "generated one."
         ),
     )
-    max_upload_mb: int = Field(100, ge=1, description="Largest accepted upload request, in MiB.")
+    max_upload_mb: int = Field(100, ge=1, description="Largest request body (uploads too), in MiB.")
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
+    store_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "Longest wait for a vector-store read (search, count, readiness ping), in seconds: "
+            "the most a stalled store holds a query before it answers degraded. A call that "
+            "times out counts as a failure for the breaker."
+        ),
+    )
+    store_write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest wait for a vector-store write (upsert, delete, create, drop), in seconds; "
+            "indexing retries a write that times out. The Qdrant client's own timeout is the "
+            "larger of the two (whole seconds)."
+        ),
+    )
+    breaker_reset_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long an open circuit breaker (vector store, or one generation endpoint) refuses "
+            "calls before letting probes through (half-open), in seconds; also the `Retry-After` "
+            "of a degraded answer."
+        ),
+    )
+    breaker_failure_threshold: int = Field(
+        5, ge=1, le=1000, description="Consecutive failed calls that open a breaker."
+    )
+    breaker_failure_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "Share of failed calls among the last `SHOAL_BREAKER_MIN_CALLS` that opens a "
+            "breaker (intermittent failures that never reach the consecutive threshold)."
+        ),
+    )
+    breaker_min_calls: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Calls a breaker must have seen (its window) before the failure rate counts.",
+    )
+    breaker_half_open_probes: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description=(
+            "Calls a half-open breaker lets through at once; that many successes close it, one "
+            "failure opens it again."
+        ),
+    )
+    enable_faults: bool = Field(
+        False,
+        description=(
+            "Mount the fault drill endpoints (`/v1/admin/faults`) and wrap the vector store, "
+            "embedder, LLM backends, caches and task queue so drills can fail or slow them. "
+            "Off: the endpoints are 404 and nothing is wrapped."
+        ),
+    )
     api: ApiConfig = ApiConfig()
     workers: WorkerConfig = WorkerConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     chunking: ChunkingConfig = ChunkingConfig()
     ingestion: IngestionConfig = IngestionConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    limits: LimitsConfig = LimitsConfig()
     generators: dict[str, RouteConfig] = Field(
         default_factory=dict,
         description=(
@@ -199,6 +319,7 @@ class Settings(BaseSettings):
         return self
 
     cache: CacheConfig = CacheConfig()
+    answers: AnswerCacheConfig = AnswerCacheConfig()
 
     @field_validator("bootstrap_key")
     @classmethod
@@ -218,7 +339,24 @@ class Settings(BaseSettings):
     @property
     def vector_store(self) -> VectorStoreConfig:
         """The vector-store sub-config handed to :func:`retrieval.stores.make_store`."""
-        return VectorStoreConfig(url=self.qdrant_url, api_key=self.qdrant_api_key)
+        return VectorStoreConfig(
+            url=self.qdrant_url,
+            api_key=self.qdrant_api_key,
+            timeout_s=max(self.store_timeout_s, self.store_write_timeout_s),
+        )
+
+    @property
+    def breaker(self) -> BreakerConfig:
+        """The breakers' and store timeouts' sub-config (:mod:`retrieval.resilience`)."""
+        return BreakerConfig(
+            reset_s=self.breaker_reset_s,
+            failure_threshold=self.breaker_failure_threshold,
+            failure_rate=self.breaker_failure_rate,
+            min_calls=self.breaker_min_calls,
+            half_open_probes=self.breaker_half_open_probes,
+            store_timeout_s=self.store_timeout_s,
+            store_write_timeout_s=self.store_write_timeout_s,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -242,6 +242,14 @@ class RedisCache:
         """Close the client's connections."""
         self._client.close()
 
+    def ping(self) -> None:
+        """Ask Redis whether it answers (readiness), cool-down or not.
+
+        Raises:
+            CacheUnavailableError: it does not.
+        """
+        self._call(self._client.ping)
+
     def _call(self, operation: Callable[[], _T]) -> _T:
         try:
             return operation()

@@ -77,6 +77,43 @@ class CacheConfig(BaseModel):
     )
 
 
+class AnswerCacheConfig(BaseModel):
+    """The answer cache (``SHOAL_ANSWERS__...``): what a query serves while the vector store is
+    unavailable. Redis when ``SHOAL_REDIS_URL`` is set (its timeouts and cool-down are the
+    embedding cache's), in-process otherwise; :mod:`retrieval.answers` reads it."""
+
+    max_entries: int = Field(
+        10_000,
+        ge=1,
+        description="Answers kept by the in-process cache (used when no Redis is set).",
+    )
+    ttl_s: int = Field(
+        24 * 3600,
+        ge=1,
+        description=(
+            "How long an answer is kept, in seconds. Answers are dropped sooner when their "
+            "namespace's documents change; the TTL bounds staleness should that signal be lost "
+            "(Redis down at the moment of the change)."
+        ),
+    )
+    key_prefix: str = Field("shoal:answer:", description="Prefix of the answer cache's Redis keys.")
+
+
+class BreakerConfig(BaseModel):
+    """Circuit breakers and call timeouts (:mod:`retrieval.resilience`); ``app.settings`` builds
+    it from its ``SHOAL_BREAKER_...`` and ``SHOAL_STORE_...`` fields, which document each one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reset_s: float = Field(10.0, gt=0)
+    failure_threshold: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_calls: int = Field(20, ge=1)
+    half_open_probes: int = Field(1, ge=1)
+    store_timeout_s: float = Field(5.0, gt=0)
+    store_write_timeout_s: float = Field(30.0, gt=0)
+
+
 class EndpointConfig(BaseModel):
     """One OpenAI-compatible endpoint of a route."""
 

@@ -1,7 +1,9 @@
 """Errors of the read path.
 
     RetrievalError
-    ├── StoreUnavailableError       the vector store failed or timed out (503 where no fallback)
+    ├── StoreUnavailableError       the vector store failed, timed out or its breaker is open
+    │                               (queries fall back; 503 where no fallback exists)
+    ├── EmbeddingUnavailableError   the embedding model could not embed (queries fall back)
     ├── CacheUnavailableError       the embedding cache failed (its callers compute instead)
     └── GenerationUnavailableError  an LLM backend could not answer (a router falls back)
 
@@ -19,7 +21,21 @@ class RetrievalError(Exception):
 
 
 class StoreUnavailableError(RetrievalError):
-    """Raised when the vector store cannot serve a call (engine error, closed, timed out)."""
+    """Raised when the vector store cannot serve a call (engine error, closed, timed out, or
+    its circuit breaker is open).
+
+    ``retry_after_s``, when known, is how long a client should wait before trying again: what
+    is left of the breaker's open period (:mod:`retrieval.resilience`).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EmbeddingUnavailableError(RetrievalError):
+    """Raised when the embedding model cannot embed a text (it failed, or a fault drill says
+    so). A query cannot search without the question's vector; indexing retries later."""
 
 
 class CacheUnavailableError(RetrievalError):

@@ -135,7 +135,11 @@ class CeleryQueue:
             try:
                 with self._app.connection_for_read() as connection:
                     channel: Any = connection.default_channel  # the transport's own channel
-                    declared = channel.queue_declare(self._queue, passive=True)
+                    # Declared exactly as the workers declare it (priorities included), not
+                    # passively: on Redis a queue nobody has declared yet, or one whose lists
+                    # emptied, is no error but an empty queue.
+                    queue = self._app.amqp.queues[self._queue]
+                    declared: Any = queue(channel).queue_declare()  # the transport's tuple
                     value = int(declared.message_count)
             except Exception as exc:  # a missing queue or an unreachable broker
                 log.warning("queue_depth_unavailable", error=str(exc))

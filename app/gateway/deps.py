@@ -7,15 +7,21 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.errors import AuthenticationError
+from app.errors import AuthenticationError, RateLimitedError
 from app.platform import Platform
 from app.services import keys
 from app.services.keys import Caller
+from app.services.limits import Quotas
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `shoal_<id>_<secret>`.")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="The same key, for clients that cannot send `Authorization`.",
+)
 
 
 def get_platform(request: Request) -> Platform:
@@ -35,15 +41,50 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_caller(
+    request: Request,
     session: SessionDep,
+    platform: PlatformDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Caller:
-    """Authenticate the ``Authorization: Bearer <key>`` header on every request (no cache)."""
-    if credentials is None:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-    caller = keys.authenticate(session, credentials.credentials)
+    """Authenticate the key (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) on every
+    request (no cache), then count the request against its key's and tenant's budgets.
+
+    Raises:
+        AuthenticationError: no key, or a bad one (401).
+        RateLimitedError: a requests-per-minute budget is spent (429).
+        LimiterUnavailableError: the shared limiter is down and limits fail closed (503).
+    """
+    token = credentials.credentials if credentials is not None else api_key
+    if not token:
+        raise AuthenticationError(
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
+    caller = keys.authenticate(session, token)
     structlog.contextvars.bind_contextvars(key_id=caller.key_id, tenant_id=caller.tenant_id)
+    request.state.key_id, request.state.tenant_id = caller.key_id, caller.tenant_id  # access log
+    quotas = caller_quotas(platform, caller)
+    if quotas is not None:
+        try:
+            decision = platform.limits.admit(quotas)
+        except RateLimitedError as exc:
+            request.state.rate_limit = exc.decision  # for RateLimitHeadersMiddleware
+            raise
+        if decision is not None:
+            request.state.rate_limit = decision
     return caller
+
+
+def caller_quotas(platform: Platform, caller: Caller) -> Quotas | None:
+    """The budgets of a tenant key (platform keys have none)."""
+    if caller.tenant_id is None:
+        return None
+    return platform.limits.quotas(
+        tenant_id=caller.tenant_id,
+        key_id=caller.key_id,
+        tenant=caller.tenant_quotas,
+        key=caller.key_quotas,
+    )
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -7,6 +7,7 @@ bug: logged with its stack, answered with a bare 500 that reveals nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,19 +15,25 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from app.errors import (
     AuthenticationError,
     ConflictError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
+    LimiterUnavailableError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitedError,
 )
+from app.services.faults import FaultRegistryUnavailableError
+from app.services.limits import rate_limit_headers
 from ingestion.errors import DocumentTooLargeError, ParseError, UnsupportedMediaError
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +51,7 @@ class ProblemType:
         return f"/problems/{self.slug}"
 
 
+MALFORMED = ProblemType(400, "malformed-request", "The request body cannot be read")
 UNAUTHENTICATED = ProblemType(401, "unauthenticated", "Missing or invalid API key")
 FORBIDDEN = ProblemType(403, "forbidden", "The API key lacks the scope for this action")
 NOT_FOUND = ProblemType(404, "not-found", "Not found")
@@ -57,11 +65,23 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
     422, "idempotency-key-reused", "The idempotency key was used for another request"
 )
 UNPARSABLE = ProblemType(422, "unparsable-document", "The document cannot be parsed")
+RATE_LIMITED = ProblemType(429, "rate-limited", "A request or token budget is spent")
 STORE_UNAVAILABLE = ProblemType(503, "store-unavailable", "The vector store is unavailable")
+EMBEDDING_UNAVAILABLE = ProblemType(
+    503, "embedding-unavailable", "The embedding model is unavailable"
+)
+DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "The database is unavailable")
+FAULTS_UNAVAILABLE = ProblemType(
+    503, "faults-unavailable", "The shared fault registry is unavailable"
+)
+LIMITER_UNAVAILABLE = ProblemType(
+    503, "limiter-unavailable", "The shared rate limiter is unavailable"
+)
 INTERNAL = ProblemType(500, "internal-error", "Internal server error")
 
 # Every problem type, for the docs and the test that keeps the README's table honest.
 ALL_PROBLEMS = (
+    MALFORMED,
     UNAUTHENTICATED,
     FORBIDDEN,
     NOT_FOUND,
@@ -73,7 +93,12 @@ ALL_PROBLEMS = (
     INVALID_REQUEST,
     IDEMPOTENCY_KEY_REUSED,
     UNPARSABLE,
+    RATE_LIMITED,
     STORE_UNAVAILABLE,
+    LIMITER_UNAVAILABLE,
+    EMBEDDING_UNAVAILABLE,
+    DATABASE_UNAVAILABLE,
+    FAULTS_UNAVAILABLE,
     INTERNAL,
 )
 
@@ -89,8 +114,25 @@ ERROR_PROBLEMS: dict[type[Exception], ProblemType] = {
     UnsupportedMediaError: UNSUPPORTED_MEDIA,
     ParseError: UNPARSABLE,
     StoreUnavailableError: STORE_UNAVAILABLE,
+    RateLimitedError: RATE_LIMITED,
+    LimiterUnavailableError: LIMITER_UNAVAILABLE,
+    EmbeddingUnavailableError: EMBEDDING_UNAVAILABLE,
+    FaultRegistryUnavailableError: FAULTS_UNAVAILABLE,
+    # The database is down, restarting or unreachable (connect refused, connection lost, pool
+    # exhausted). Other DBAPI errors (integrity, programming) are bugs: 500.
+    sa.OperationalError: DATABASE_UNAVAILABLE,
+    sa.InterfaceError: DATABASE_UNAVAILABLE,
+    sa.TimeoutError: DATABASE_UNAVAILABLE,
 }
-STATUS_PROBLEMS = {p.status: p for p in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
+# Outages a client should retry: answered with Retry-After (the store's says how long its
+# breaker stays open).
+_OUTAGES = (STORE_UNAVAILABLE, EMBEDDING_UNAVAILABLE, DATABASE_UNAVAILABLE, FAULTS_UNAVAILABLE)
+_DEFAULT_RETRY_AFTER_S = 5
+# HTTPExceptions Starlette and FastAPI raise themselves; 400: a body that cannot be read at all
+# (broken multipart, JSON nested past the parser's recursion limit), before any handler runs.
+STATUS_PROBLEMS = {
+    p.status: p for p in (MALFORMED, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)
+}
 
 
 def problem_for(exc: Exception) -> ProblemType | None:
@@ -133,9 +175,29 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     extensions: dict[str, Any] = {}
     if isinstance(exc, InvalidRequestError) and exc.field:
         extensions["field"] = exc.field
-    if problem is STORE_UNAVAILABLE:
-        headers = {"Retry-After": "5"}
-    return problem_response(request, problem, str(exc), headers=headers, **extensions)
+    detail = str(exc)
+    if problem in _OUTAGES:
+        retry_after_s = getattr(exc, "retry_after_s", None) or _DEFAULT_RETRY_AFTER_S
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    if problem is DATABASE_UNAVAILABLE:
+        # The driver's message carries the SQL and its parameters: log it, never send it.
+        log.warning("database_unavailable", error=str(exc), path=request.url.path)
+        cause = getattr(exc, "orig", None) or exc
+        detail = f"the database is unavailable ({type(cause).__name__}); retry shortly"
+    if isinstance(exc, RateLimitedError | LimiterUnavailableError):
+        headers = _limit_headers(exc)
+    return problem_response(request, problem, detail, headers=headers, **extensions)
+
+
+def _limit_headers(exc: RateLimitedError | LimiterUnavailableError) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up) when waiting helps, and the budget's
+    ``RateLimit-*`` headers when a budget refused."""
+    headers: dict[str, str] = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if isinstance(exc, RateLimitedError) and exc.decision is not None:
+        headers.update(rate_limit_headers(exc.decision))
+    return headers
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -151,11 +213,31 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101  # registered for that type only
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's 400 "error parsing the body": JSON that is not UTF-8 is invalid JSON, a
+        # 422 json_invalid like a syntax error (and like an upload's body, parsed by Pydantic).
+        errors = [{"loc": ["body"], "msg": "JSON body is not valid UTF-8", "type": "json_invalid"}]
+        return problem_response(request, VALIDATION, "body: not valid UTF-8", errors=errors)
     problem = STATUS_PROBLEMS.get(exc.status_code) or ProblemType(
         exc.status_code, "http-error", "HTTP error"
     )
     detail = exc.detail if isinstance(exc.detail, str) else problem.title
-    return problem_response(request, problem, detail, headers=dict(exc.headers or {}))
+    if isinstance(exc.__cause__, RecursionError):  # json.loads gave up
+        detail = "the JSON body is nested too deeply to parse"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(request, problem, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path takes. Starlette's own ``Allow`` names only the first
+    route matching the path, while ``GET`` and ``POST /v1/namespaces`` are two routes."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from app.schemas import (
     KeyCreate,
     KeyCreated,
     KeyPublic,
+    KeyUpdate,
     TenantCreate,
     TenantPublic,
     TenantUpdate,
@@ -78,7 +79,11 @@ def create_key(
     keys.authorize_tenant_admin(caller, tenant_id)
     tenants.get_tenant(session, tenant_id=tenant_id)
     row, plaintext = keys.create_key(
-        session, tenant_id=tenant_id, name=body.name, scopes=body.scopes
+        session,
+        tenant_id=tenant_id,
+        name=body.name,
+        scopes=body.scopes,
+        quotas=body.quotas.model_dump(exclude_none=True),
     )
     session.commit()
     return KeyCreated.model_validate({**_key_fields(row), "key": plaintext})
@@ -94,6 +99,18 @@ def list_keys(tenant_id: str, caller: CallerDep, session: SessionDep) -> list[Ke
     ]
 
 
+@router.patch("/keys/{key_id}")
+def update_key(key_id: str, body: KeyUpdate, caller: CallerDep, session: SessionDep) -> KeyPublic:
+    row = keys.update_key_quotas(
+        session,
+        key_id=key_id,
+        caller=caller,
+        quotas=body.quotas.model_dump(exclude_unset=True),
+    )
+    session.commit()
+    return KeyPublic.model_validate(_key_fields(row))
+
+
 @router.delete("/keys/{key_id}", status_code=204)
 def revoke_key(key_id: str, caller: CallerDep, session: SessionDep) -> Response:
     keys.revoke_key(session, key_id=key_id, caller=caller)
@@ -102,9 +119,15 @@ def revoke_key(key_id: str, caller: CallerDep, session: SessionDep) -> Response:
 
 
 @router.get("/tenants/{tenant_id}/usage")
-def tenant_usage(tenant_id: str, caller: CallerDep, session: SessionDep) -> list[UsagePublic]:
+def tenant_usage(
+    tenant_id: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> list[UsagePublic]:
     keys.authorize_tenant_admin(caller, tenant_id)
     tenants.get_tenant(session, tenant_id=tenant_id)
+    # This replica's last second too. End the request's transaction first: on SQLite it holds
+    # the write lock that the flush's own transaction needs.
+    session.commit()
+    platform.usage.flush()
     rows = usage.usage_for_tenant(session, tenant_id=tenant_id)
     return [UsagePublic.model_validate(r, from_attributes=True) for r in rows]
 
@@ -115,6 +138,7 @@ def _key_fields(row: ApiKey) -> dict[str, object]:
         "tenant_id": row.tenant_id,
         "name": row.name,
         "scopes": row.scopes,
+        "quotas": row.quotas,
         "created_at": row.created_at,
         "revoked_at": row.revoked_at,
     }

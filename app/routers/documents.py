@@ -149,7 +149,11 @@ def delete_document(
     tenant_id = authorize_tenant_scope(caller, WRITE)
     namespace = namespaces.get_namespace(session, tenant_id=tenant_id, name=ns)
     documents.delete_document(
-        session, namespace=namespace, document_id=document_id, store=platform.store
+        session,
+        namespace=namespace,
+        document_id=document_id,
+        store=platform.store,
+        answers=platform.query.answers,
     )
     return Response(status_code=204)
 

@@ -1,13 +1,18 @@
 """``/v1/namespaces/{ns}/query``: a cited answer, or a plain statement that there is none;
 ``/v1/namespaces/{ns}/search``: the passages alone.
 
+When the search cannot run (the vector store is down, stalled or behind an open breaker), a
+query still answers ``200`` at once, ``degraded: true`` with a ``degraded_reason`` and a
+``Retry-After`` header: the cached answer to the same query, or one saying there is none.
+``/search`` has nothing to fall back on: ``503`` problem+json with ``Retry-After``.
+
 With ``stream: true`` the answer comes as Server-Sent Events:
 
 - ``route``: ``{name, reason}``, before any text;
 - ``token``: ``{text}``, pieces of the answer in order;
 - ``citations``: ``{citations: [...]}``, as in the JSON answer;
-- ``done``: ``{answer, answerable, route, degraded, usage, timings_ms}``; ``timings_ms``
-  includes ``first_token``, the time to the first token;
+- ``done``: ``{answer, answerable, route, degraded, degraded_reason, usage, timings_ms}``;
+  ``timings_ms`` includes ``first_token``, the time to the first token;
 - ``error``: ``{title, detail}`` if generation fails after text was sent (before that, a
   failing route falls back and the stream goes on).
 """
@@ -23,7 +28,7 @@ from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from app.gateway.deps import CallerDep, PlatformDep, SessionDep
+from app.gateway.deps import CallerDep, PlatformDep, SessionDep, caller_quotas
 from app.schemas import (
     CitationPublic,
     QueryAnswer,
@@ -74,18 +79,23 @@ def query(
         "filter": body.filter,
         "overrides": {"mode": body.mode, "rerank": body.rerank},
         "route": body.route,
+        "quotas": caller_quotas(platform, caller),
     }
     if body.stream:
-        events = stream_answer(session, sessions=platform.sessions, **common)
+        events = stream_answer(session, **common)
         # The route is known before the first token: the headers carry it too.
         start = next(events)
         assert isinstance(start, StreamStart)  # noqa: S101 (stream_answer's contract)
         return EventSourceResponse(  # type: ignore[return-value]  # FastAPI passes it through
             _closing(_sse(start, events)),
-            headers=_route_headers(start.route_name, start.route_reason),
+            headers={
+                **_route_headers(start.route_name, start.route_reason),
+                **_retry_after(start.retry_after_s),
+            },
         )
     result = answer_question(session, **common)
     response.headers.update(_route_headers(result.route_name, result.route_reason))
+    response.headers.update(_retry_after(result.retry_after_s))
     return _public(result)
 
 
@@ -148,6 +158,11 @@ def _event(name: str, data: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data), event=name)
 
 
+def _retry_after(seconds: int | None) -> dict[str, str]:
+    """A degraded answer says when asking again may get a full one."""
+    return {} if seconds is None else {"Retry-After": str(seconds)}
+
+
 def _route_headers(name: str, reason: str) -> dict[str, str]:
     # Header values must be Latin-1; reasons are ASCII by construction, but be safe.
     return {ROUTE_HEADER: name, ROUTE_REASON_HEADER: reason.encode("ascii", "replace").decode()}
@@ -161,7 +176,8 @@ def _public(result: QueryResult) -> QueryAnswer:
         answerable=answer.answerable,
         citations=[_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
         route=RoutePublic(name=result.route_name, reason=result.route_reason),
-        degraded=False,
+        degraded=result.degraded,
+        degraded_reason=result.degraded_reason,
         usage=UsageTokens(
             prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
         ),

@@ -26,6 +26,8 @@ from ingestion.parsers import (
     detect_media_type,
     split_records,
 )
+from retrieval.answers import AnswerCache
+from retrieval.answers import invalidate as invalidate_answers
 from retrieval.filters import normalise_metadata_value
 from retrieval.stores.base import VectorStore
 
@@ -33,6 +35,10 @@ log = structlog.get_logger(__name__)
 
 # Inserts of one document before giving up: each retry follows a racing upload's commit.
 _CLAIM_ATTEMPTS = 10
+# Deepest metadata nesting accepted. Metadata rides in every chunk's payload, and Qdrant reads
+# a payload nested past 128 levels as an error: one such document made every search of its
+# namespace fail. Filters reach top-level keys only; 32 leaves room for any real record.
+MAX_METADATA_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ def upload(
                 )
             )
         results.append(UploadedDocument(document=document, duplicate=duplicate))
+    job.document_count = len(in_job)
     response = _response(job, results)
     if key is not None:
         key.response = response
@@ -242,9 +249,16 @@ def _checked_metadata(
     of another type would silently never match, so it refuses the upload instead.
 
     Raises:
-        InvalidRequestError: a declared field holds a value of another type; ``field`` is
-            ``documents[i].metadata.<name>``, ``i`` counting documents (records included).
+        InvalidRequestError: a declared field holds a value of another type, or metadata is
+            nested deeper than :data:`MAX_METADATA_DEPTH`; ``field`` is
+            ``documents[i].metadata(.<name>)``, ``i`` counting documents (records included).
     """
+    for position, (item, _) in enumerate(typed):
+        if _depth(item.metadata) > MAX_METADATA_DEPTH:
+            where = f"documents[{position}].metadata"
+            raise InvalidRequestError(
+                f"{where}: nested deeper than {MAX_METADATA_DEPTH} levels", field=where
+            )
     if not fields:
         return typed
     checked = []
@@ -261,6 +275,19 @@ def _checked_metadata(
                 raise InvalidRequestError(f"{where}{source}: {exc}", field=where) from exc
         checked.append((dataclasses.replace(item, metadata=metadata), media_type))
     return checked
+
+
+def _depth(value: object) -> int:
+    """How deeply JSON ``value`` nests (a scalar: 0, ``{}``: 1), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level + 1)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _record_external_id(item: UploadItem, record: Record, position: int, count: int) -> str | None:
@@ -356,7 +383,12 @@ def get_document(session: Session, *, namespace: Namespace, document_id: str) ->
 
 
 def delete_document(
-    session: Session, *, namespace: Namespace, document_id: str, store: VectorStore
+    session: Session,
+    *,
+    namespace: Namespace,
+    document_id: str,
+    store: VectorStore,
+    answers: AnswerCache | None = None,
 ) -> None:
     """Remove a document's points, then the document, then its points once more.
 
@@ -364,6 +396,7 @@ def delete_document(
     retried. The second sweep is for a worker indexing the document at that moment: points it
     wrote between the first sweep and the row's deletion are taken now, and a worker that
     writes after the row is gone finds no row to publish to and removes its own points.
+    Once the row is gone, the namespace's cached ``answers`` are invalidated.
 
     Raises:
         NotFoundError: no such document in this namespace.
@@ -374,6 +407,7 @@ def delete_document(
     store.delete(namespace.collection, where=where)
     session.delete(document)
     session.commit()
+    invalidate_answers(answers, namespace.id)
     store.delete(namespace.collection, where=where)
 
 

@@ -30,8 +30,10 @@ from ingestion.embedder import Embedder
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
 from ingestion.prompt_tokens import count_prompt_tokens
+from retrieval.answers import AnswerCache
+from retrieval.answers import invalidate as invalidate_answers
 from retrieval.cache import cache_scope
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.stores.base import Point, VectorStore
 from workers.errors import TransientError
 
@@ -50,6 +52,8 @@ class IndexingDeps:
     chunking: ChunkingConfig
     ingestion: IngestionConfig
     max_attempts: int  # claims of one document before it fails (SHOAL_WORKERS__MAX_ATTEMPTS)
+    # Told when a namespace's visible documents change, so its cached answers go stale.
+    answers: AnswerCache | None = None
 
 
 def point_id(document_id: str, ordinal: int) -> str:
@@ -84,11 +88,12 @@ def ingest_document(document_id: str, *, deps: IndexingDeps) -> None:
     """Index one document (see the module docstring for the guarantees).
 
     Raises:
-        TransientError: the store or database is unavailable; retrying later may succeed.
+        TransientError: the store, the embedding model or the database is unavailable;
+            retrying later may succeed.
     """
     try:
         _ingest(document_id, deps)
-    except (StoreUnavailableError, OperationalError) as exc:
+    except (StoreUnavailableError, EmbeddingUnavailableError, OperationalError) as exc:
         log.warning("indexing_transient_failure", document_id=document_id, error=str(exc))
         # If the database is the outage, the retry (or the reaper) finds the row as it is.
         with contextlib.suppress(OperationalError):
@@ -176,6 +181,7 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
             deps.store.delete(collection, where=_where(payload_base, document_id))
             return
         session.commit()
+    invalidate_answers(deps.answers, payload_base["namespace_id"])
     versions.remove_points(deps.store, collection, superseded)
     DOCUMENTS.labels("indexed").inc()
     log.info("document_indexed", document_id=document_id, chunks=len(chunks))

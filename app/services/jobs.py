@@ -24,7 +24,8 @@ class JobStatus:
 def job_state(counts: Mapping[DocumentState, int]) -> str:
     """From its documents' per-state counts: ``queued`` until a document starts, ``running``
     while any is pending, then ``succeeded`` (all indexed), ``failed`` (all failed) or
-    ``partial``."""
+    ``partial``. Documents removed since (replaced by a newer version, or deleted) no longer
+    count: a job whose documents were all replaced has succeeded, with ``removed`` saying so."""
     counts = Counter(counts)
     total = sum(counts.values())
     pending = counts[DocumentState.QUEUED] + counts[DocumentState.PARSING]
@@ -67,4 +68,6 @@ def get_job(
         listed = listed.where(Document.state == state)
     documents = [(doc, bool(dup)) for doc, dup in session.execute(listed)]
     counts = {s.value: counted.get(s, 0) for s in DocumentState}
+    present = sum(counted.values())
+    counts["removed"] = max(0, (job.document_count or present) - present)
     return JobStatus(job=job, state=job_state(counted), counts=counts, documents=documents)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, utcnow
+from app.db.models import ApiKey, Tenant, utcnow
 from app.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -37,11 +38,14 @@ IMPLIED: dict[str, frozenset[str]] = {ADMIN: frozenset({WRITE, QUERY})}
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the key's id, its tenant (None for platform keys) and its scopes."""
+    """Who is calling: the key's id, its tenant (None for platform keys), its scopes, and the
+    per-minute quotas of the key and of its tenant (read with the key, in one query)."""
 
     key_id: str
     tenant_id: str | None
     scopes: frozenset[str]
+    key_quotas: Mapping[str, Any] = field(default_factory=dict)
+    tenant_quotas: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_platform(self) -> bool:
@@ -93,7 +97,12 @@ def normalise_scopes(scopes: Iterable[str], *, platform: bool) -> list[str]:
 
 
 def create_key(
-    session: Session, *, tenant_id: str | None, name: str, scopes: Sequence[str]
+    session: Session,
+    *,
+    tenant_id: str | None,
+    name: str,
+    scopes: Sequence[str],
+    quotas: Mapping[str, int] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never retrievable again.
 
@@ -107,6 +116,7 @@ def create_key(
         name=name,
         scopes=normalise_scopes(scopes, platform=tenant_id is None),
         secret_hash=hash_secret(secret),
+        quotas=dict(quotas or {}),
     )
     session.add(row)
     session.flush()
@@ -131,13 +141,25 @@ def authenticate(session: Session, token: str) -> Caller:
         AuthenticationError: malformed, unknown or revoked key (one message for all three).
     """
     key_id, secret = parse_key(token)
-    row = session.get(ApiKey, key_id)
+    query = (
+        select(ApiKey, Tenant.quotas)
+        .outerjoin(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.id == key_id)
+    )
+    found = session.execute(query).first()
+    row, tenant_quotas = found if found is not None else (None, None)
     presented = hash_secret(secret)
     stored = row.secret_hash if row is not None else hash_secret(secrets.token_urlsafe(32))
     # Compare even for an unknown id, so timing does not tell which ids exist.
     if not hmac.compare_digest(presented, stored) or row is None or row.revoked_at is not None:
         raise AuthenticationError("invalid or revoked API key")
-    return Caller(key_id=row.id, tenant_id=row.tenant_id, scopes=frozenset(row.scopes))
+    return Caller(
+        key_id=row.id,
+        tenant_id=row.tenant_id,
+        scopes=frozenset(row.scopes),
+        key_quotas=dict(row.quotas or {}),
+        tenant_quotas=dict(tenant_quotas or {}),
+    )
 
 
 def list_keys(session: Session, *, tenant_id: str) -> list[ApiKey]:
@@ -156,16 +178,40 @@ def revoke_key(session: Session, *, key_id: str, caller: Caller | None = None) -
         PermissionDeniedError: the caller is neither platform nor admin.
         NotFoundError: no such key for this caller.
     """
-    row = session.get(ApiKey, key_id)
     if caller is not None:
-        if not (caller.is_platform or caller.has(ADMIN)):
-            raise PermissionDeniedError("managing keys needs the platform or admin scope")
-        if row is not None and not caller.is_platform and row.tenant_id != caller.tenant_id:
-            row = None
-    if row is None:
+        row = find_key(session, key_id=key_id, caller=caller)
+    elif (row := session.get(ApiKey, key_id)) is None:  # type: ignore[assignment]
         raise NotFoundError("key", key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+    return row
+
+
+def update_key_quotas(
+    session: Session, *, key_id: str, caller: Caller, quotas: Mapping[str, int | None]
+) -> ApiKey:
+    """Replace the quota entries given (None removes one; others kept). The caller commits.
+
+    Raises: as :func:`find_key`.
+    """
+    row = find_key(session, key_id=key_id, caller=caller)
+    merged = {**row.quotas, **quotas}
+    row.quotas = {name: value for name, value in merged.items() if value is not None}
+    return row
+
+
+def find_key(session: Session, *, key_id: str, caller: Caller) -> ApiKey:
+    """A key the caller may manage: any for platform keys, its own tenant's for admin keys.
+
+    Raises:
+        PermissionDeniedError: the caller is neither platform nor admin.
+        NotFoundError: no such key for this caller (another tenant's is the same).
+    """
+    if not (caller.is_platform or caller.has(ADMIN)):
+        raise PermissionDeniedError("managing keys needs the platform or admin scope")
+    row = session.get(ApiKey, key_id)
+    if row is None or (not caller.is_platform and row.tenant_id != caller.tenant_id):
+        raise NotFoundError("key", key_id)
     return row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -17,6 +18,24 @@ from retrieval.stores.base import CollectionSpec, VectorStore
 log = structlog.get_logger(__name__)
 
 FIELD_TYPES = frozenset({"keyword", "integer", "float", "bool", "datetime"})
+# An indexed field becomes the vector store's JSON path ``metadata.<name>``: a space or a quote
+# is refused by Qdrant (the store fails, a 503), and `.` or `[]` would silently index a nested
+# key instead of the metadata key of that name.
+FIELD_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_field_names(indexed_fields: dict[str, str]) -> None:
+    """Refuse field names the vector store cannot index as metadata keys.
+
+    Raises:
+        InvalidRequestError: a name outside letters, digits, `_` and `-`, or over 64 characters.
+    """
+    for name in indexed_fields:
+        if not FIELD_NAME.fullmatch(name):
+            raise InvalidRequestError(
+                f"indexed field names take 1-64 letters, digits, '_' or '-'; got {name!r}",
+                field="indexed_fields",
+            )
 
 
 def collection_spec(namespace: Namespace) -> CollectionSpec:
@@ -45,9 +64,11 @@ def create_namespace(
     removed again, so a namespace never exists without a place for its vectors.
 
     Raises:
+        InvalidRequestError: an indexed field name the store cannot index.
         ConflictError: the tenant already has a namespace of this name.
         StoreUnavailableError: the vector store could not create the collection.
     """
+    check_field_names(indexed_fields)
     namespace = Namespace(
         tenant_id=tenant_id,
         name=name,
@@ -107,10 +128,15 @@ def update_namespace(
 
     Raises:
         NotFoundError: no such namespace for this tenant.
-        InvalidRequestError: an existing field's type changed or a field was removed.
+        InvalidRequestError: an existing field's type changed or a field was removed, or a new
+            field's name cannot be indexed.
     """
     namespace = get_namespace(session, tenant_id=tenant_id, name=name)
     if indexed_fields is not None:
+        # Only new names: one indexed before this rule keeps working.
+        check_field_names(
+            {k: v for k, v in indexed_fields.items() if k not in namespace.indexed_fields}
+        )
         for field, kind in namespace.indexed_fields.items():
             if indexed_fields.get(field) != kind:
                 raise InvalidRequestError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,22 +14,34 @@ from sqlalchemy.orm import Session
 from app.db.models import Namespace
 from app.errors import InvalidRequestError
 from app.metrics import (
+    DEGRADED_ANSWERS,
     EMBEDDING_CACHE,
     GENERATION_TOKENS,
     ROUTE_DECISIONS,
     STAGE_SECONDS,
     TIME_TO_FIRST_TOKEN,
 )
+from app.services.answers import (
+    AnswerSlot,
+    CachedResult,
+    open_slot,
+    outage,
+    unavailable_answer,
+)
+from app.services.limits import Quotas, RateLimits, Reservation
 from app.services.namespaces import get_namespace
 from app.services.routing import RouterFactory
-from app.services.usage import record_usage
+from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
+from retrieval.answers import AnswerCache
 from retrieval.cache import EmbeddingCache, cache_scope, embed_query
 from retrieval.embedding import Embedder
+from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr, FilterError, parse_filter
 from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
 from retrieval.rerank import Reranker
-from retrieval.routing import Requested, RouteChoice
+from retrieval.resilience import GuardedStore
+from retrieval.routing import Requested, RouteChoice, Router
 from retrieval.search import MAX_LIMIT, search
 from retrieval.stores.base import Fusion, Hit, SearchMode, SearchRequest, VectorStore
 
@@ -37,6 +49,8 @@ from retrieval.stores.base import Fusion, Hit, SearchMode, SearchRequest, Vector
 _SEARCH_ATTEMPTS = 3
 # Payload key under which documents' metadata lives, and so the prefix of filter fields.
 METADATA_PREFIX = "metadata."
+# What keeps a query from searching; it then answers degraded (see answer_question).
+_OUTAGES = (StoreUnavailableError, EmbeddingUnavailableError)
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,13 @@ class QueryResult:
     passages: list[Passage] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     cache_hit: bool = False
+    # Set when the search could not run: why, and when to ask again (seconds).
+    degraded_reason: str | None = None
+    retry_after_s: int | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,9 @@ class QueryDeps:
     search: SearchOptions = SearchOptions()
     reranker: Reranker | None = None
     rerank_candidates: int = 30
+    usage: UsageLedger | None = None  # None: usage is not recorded (evaluation runs)
+    limits: RateLimits | None = None  # None: no token budgets
+    answers: AnswerCache | None = None  # None: no cached answers while the store is down
 
 
 @dataclass(frozen=True)
@@ -121,8 +145,12 @@ def retrieve(
     what abstention and citations compare.
 
     Raises:
-        StoreUnavailableError: the vector store failed.
+        StoreUnavailableError: the vector store failed, timed out, or its breaker is open (then
+            at once, before the question is embedded).
+        EmbeddingUnavailableError: the embedding model failed.
     """
+    if isinstance(deps.store, GuardedStore):
+        deps.store.check_open()
     options = deps.search.overlay(namespace.search).overlay(overrides or {})
     timings: dict[str, float] = {}
     mark = time.perf_counter()
@@ -144,10 +172,7 @@ def retrieve(
         fusion=options.fusion,
     )
     mark = time.perf_counter()
-    hits = _search_visible(session, deps.store, namespace, request)
-    # The visibility check began a transaction, and on SQLite that holds the write lock: end it
-    # before reranking or generating.
-    session.commit()
+    hits = _search_visible(session, deps.store, namespace, request)  # commits its reads
     timings["search"] = _ms_since(mark)
     passages = [
         Passage(
@@ -177,6 +202,7 @@ def search_namespace(
     deps: QueryDeps,
     filter: Any = None,
     overrides: Mapping[str, Any] | None = None,
+    quotas: Quotas | None = None,  # unused: no model tokens; one signature for all three
 ) -> Retrieved:
     """The passages ``question`` retrieves from the tenant's namespace, without an answer:
     for clients that bring their own model. Counted as a request in the usage, with no tokens.
@@ -191,7 +217,7 @@ def search_namespace(
         _, found = _prepare(
             session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
         )
-    record_usage(session, tenant_id=tenant_id, key_id=key_id, prompt_tokens=0, completion_tokens=0)
+    _record(deps, tenant_id, key_id)
     _observe_stages(found.timings_ms)
     found.timings_ms["total"] = _ms_since(started)
     return found
@@ -209,27 +235,50 @@ def answer_question(
     filter: Any = None,
     overrides: Mapping[str, Any] | None = None,
     route: Requested = "auto",
+    quotas: Quotas | None = None,
 ) -> QueryResult:
     """Answer ``question`` from the tenant's namespace, with citations, or abstain.
+
+    With ``quotas``, the answer's model tokens are reserved against the caller's token
+    budgets before generating, and settled with the real usage after.
+
+    When the search cannot run (the vector store is down, stalled or its breaker open, or the
+    embedding model fails), the result is *degraded* instead of an error: the cached answer
+    to the same query if there is one, else an answer that says why there is none; both carry
+    ``degraded_reason`` and ``retry_after_s``.
 
     Raises:
         NotFoundError: no such namespace for this tenant.
         InvalidRequestError: the filter does not fit the namespace's indexed fields.
-        StoreUnavailableError: the vector store failed.
+        RateLimitedError: the token budget cannot cover the answer.
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        namespace, found = _prepare(
-            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-        )
+        namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+        slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+        try:
+            found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
+        except _OUTAGES as exc:
+            return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
         router = deps.routers.router(namespace.routes)
+        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
         timings = dict(found.timings_ms)
         mark = time.perf_counter()
-        answer, choice = router.answer(question, found.vector, found.passages, route)
+        try:
+            answer, choice = router.answer(question, found.vector, found.passages, route)
+        except _OUTAGES as exc:  # the extractive answer embeds its sentences
+            _settle(deps, reservation, 0)
+            return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
+        except BaseException:
+            _settle(deps, reservation, 0)
+            raise
     timings["generate"] = _ms_since(mark)
     timings["total"] = _ms_since(started)
-    _account(session, tenant_id, key_id, answer, choice, route, timings)
-    return _result(answer, choice, found, timings)
+    _settle(deps, reservation, answer.prompt_tokens + answer.completion_tokens)
+    _account(deps, tenant_id, key_id, answer, choice, route, timings)
+    result = _result(answer, choice, found, timings)
+    _remember(slot, result, choice)
+    return result
 
 
 @dataclass(frozen=True)
@@ -238,6 +287,7 @@ class StreamStart:
 
     route_name: str
     route_reason: str
+    retry_after_s: int | None = None  # set when the answer is degraded
 
 
 @dataclass(frozen=True)
@@ -256,30 +306,44 @@ def stream_answer(
     question: str,
     top_k: int | None,
     deps: QueryDeps,
-    sessions: Callable[[], Session],
     filter: Any = None,
     overrides: Mapping[str, Any] | None = None,
     route: Requested = "auto",
+    quotas: Quotas | None = None,
 ) -> Generator[StreamStart | Delta | StreamEnd]:
     """Like :func:`answer_question`, streamed: retrieval runs now (its errors raise here),
     generation as the returned iterator is consumed.
 
     The iterator yields a :class:`StreamStart`, then :class:`Delta` pieces of the answer, then a
-    :class:`StreamEnd`. It records usage through a new session from ``sessions``, since the
-    request's own session is closed by then.
+    :class:`StreamEnd`. Tokens are reserved before the first event, settled after the last.
+    A degraded answer (see :func:`answer_question`) comes whole, as one delta.
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        namespace, found = _prepare(
-            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-        )
+        namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+        slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+        try:
+            found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
+        except _OUTAGES as exc:
+            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
         router = deps.routers.router(namespace.routes)
-        events = router.stream(question, found.vector, found.passages, route)
-        # Pull the route decision now, so that a failure to plan is an error of the request.
-        # It starts the backend too: the extractive one embeds its sentences here, in scope.
-        choice = next(events)
+        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
+        try:
+            events = router.stream(question, found.vector, found.passages, route)
+            # Pull the route decision now, so that a failure to plan is an error of the
+            # request. It starts the backend too: the extractive one embeds its sentences
+            # here, in scope.
+            choice = next(events)
+        except _OUTAGES as exc:  # the extractive answer embeds its sentences
+            _settle(deps, reservation, 0)
+            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+        except BaseException:
+            _settle(deps, reservation, 0)
+            raise
     assert isinstance(choice, RouteChoice)  # noqa: S101 (Router.stream's contract)
-    return _stream_events(events, choice, found, started, tenant_id, key_id, route, sessions)
+    return _stream_events(
+        events, choice, found, started, tenant_id, key_id, route, deps, reservation, slot
+    )
 
 
 def _stream_events(
@@ -290,7 +354,9 @@ def _stream_events(
     tenant_id: str,
     key_id: str,
     route: Requested,
-    sessions: Callable[[], Session],
+    deps: QueryDeps,
+    reservation: Reservation | None,
+    slot: AnswerSlot | None,
 ) -> Generator[StreamStart | Delta | StreamEnd]:
     yield StreamStart(choice.name, choice.reason)
     generating = time.perf_counter()
@@ -309,10 +375,12 @@ def _stream_events(
                 timings["total"] = _ms_since(started)
                 if first_token is not None:
                     timings["first_token"] = first_token
-                with sessions() as session:
-                    _account(session, tenant_id, key_id, event, choice, route, timings)
+                _settle(deps, reservation, event.prompt_tokens + event.completion_tokens)
+                _account(deps, tenant_id, key_id, event, choice, route, timings)
                 accounted = True
-                yield StreamEnd(_result(event, choice, found, timings))
+                result = _result(event, choice, found, timings)
+                _remember(slot, result, choice)
+                yield StreamEnd(result)
     finally:
         # A client that disconnects closes this generator: close the route's too, which frees
         # its endpoint (the outstanding count) and stops the model.
@@ -321,15 +389,9 @@ def _stream_events(
             close()
         if not accounted:
             # The client left or the backend failed mid-answer: the request still counts.
-            # Its tokens are unknown (backends report usage with the final answer).
-            with sessions() as session:
-                record_usage(
-                    session,
-                    tenant_id=tenant_id,
-                    key_id=key_id,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                )
+            # Its tokens are unknown (backends report usage with the final answer), so the
+            # reservation is kept whole: the model may well have spent it.
+            _record(deps, tenant_id, key_id)
 
 
 def _result(
@@ -355,12 +417,31 @@ def _prepare(
     filter: Any,
     overrides: Mapping[str, Any] | None,
 ) -> tuple[Namespace, Retrieved]:
+    namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+    return namespace, _retrieve(session, deps, namespace, question, top_k, expr, overrides)
+
+
+def _resolve(
+    session: Session, tenant_id: str, namespace_name: str, filter: Any
+) -> tuple[Namespace, Expr | None]:
     namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
     expr = parse_query_filter(namespace, filter)
     # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE): end this
     # one before the model and the vector store work, so that concurrent queries, uploads and
     # indexing wait only for each other's brief reads and writes, never for an embedding.
     session.commit()
+    return namespace, expr
+
+
+def _retrieve(
+    session: Session,
+    deps: QueryDeps,
+    namespace: Namespace,
+    question: str,
+    top_k: int | None,
+    expr: Expr | None,
+    overrides: Mapping[str, Any] | None,
+) -> Retrieved:
     found = retrieve(
         session,
         deps,
@@ -371,11 +452,119 @@ def _prepare(
         overrides=overrides,
     )
     EMBEDDING_CACHE.labels("query", "hit" if found.cache_hit else "miss").inc()
-    return namespace, found
+    return found
+
+
+def _open_slot(
+    deps: QueryDeps,
+    namespace: Namespace,
+    question: str,
+    filter: Any,
+    top_k: int | None,
+    overrides: Mapping[str, Any] | None,
+    route: Requested,
+) -> AnswerSlot | None:
+    return open_slot(
+        deps.answers,
+        namespace,
+        question=question,
+        filter=filter,
+        top_k=top_k or deps.default_top_k,
+        route=route,
+        overrides=overrides,
+    )
+
+
+def _remember(slot: AnswerSlot | None, result: QueryResult, choice: RouteChoice) -> None:
+    """File a good answer for when the store is down; a fallback's answer is not one."""
+    if slot is not None and not choice.fallbacks:
+        slot.store(
+            CachedResult(result.answer, result.route_name, result.route_reason, result.passages)
+        )
+
+
+def _degraded(
+    session: Session,
+    deps: QueryDeps,
+    slot: AnswerSlot | None,
+    exc: Exception,
+    tenant_id: str,
+    key_id: str,
+    started: float,
+) -> QueryResult:
+    """The answer when the search cannot run: the cached one, else one saying why."""
+    reason, retry_after_s = outage(exc)
+    cached = slot.load(session) if slot is not None else None
+    session.commit()  # the visibility check's transaction (SQLite's write lock)
+    _record(deps, tenant_id, key_id)
+    DEGRADED_ANSWERS.labels("cache" if cached else "none").inc()
+    if cached is not None:
+        reason = f"{reason}; served the cached answer"
+        answer = cached.answer
+        route_name, route_reason = cached.route_name, f"cached answer ({cached.route_reason})"
+        passages = cached.passages
+    else:
+        answer, passages = unavailable_answer(reason, retry_after_s), []
+        route_name, route_reason = "none", f"no answer: {reason}"
+    return QueryResult(
+        answer=answer,
+        route_name=route_name,
+        route_reason=route_reason,
+        passages=passages,
+        timings_ms={"total": _ms_since(started)},
+        degraded_reason=reason,
+        retry_after_s=retry_after_s,
+    )
+
+
+def _degraded_stream(result: QueryResult) -> Generator[StreamStart | Delta | StreamEnd]:
+    yield StreamStart(result.route_name, result.route_reason, result.retry_after_s)
+    if result.answer.text:
+        yield Delta(result.answer.text)
+    yield StreamEnd(result)
+
+
+def _reserve(
+    deps: QueryDeps,
+    quotas: Quotas | None,
+    namespace: Namespace,
+    router: Router,
+    question: str,
+    found: Retrieved,
+    requested: Requested,
+) -> Reservation | None:
+    """Reserve the most tokens the planned route may spend (:meth:`RouterFactory.token_budget`).
+
+    Raises:
+        RateLimitedError: the caller's token budget cannot cover them.
+    """
+    if deps.limits is None or quotas is None:
+        return None
+    chain, _ = router.plan(question, found.passages, requested)
+    tokens = deps.routers.token_budget(namespace.routes, chain[0], question, found.passages)
+    reservation, _ = deps.limits.reserve(quotas, tokens)
+    return reservation
+
+
+def _settle(deps: QueryDeps, reservation: Reservation | None, used: int) -> None:
+    if deps.limits is not None:
+        deps.limits.settle(reservation, used)
+
+
+def _record(
+    deps: QueryDeps, tenant_id: str, key_id: str, prompt_tokens: int = 0, completion_tokens: int = 0
+) -> None:
+    if deps.usage is not None:
+        deps.usage.add(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
 
 def _account(
-    session: Session,
+    deps: QueryDeps,
     tenant_id: str,
     key_id: str,
     answer: Answer,
@@ -383,13 +572,7 @@ def _account(
     requested: Requested,
     timings: Mapping[str, float],
 ) -> None:
-    record_usage(
-        session,
-        tenant_id=tenant_id,
-        key_id=key_id,
-        prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens,
-    )
+    _record(deps, tenant_id, key_id, answer.prompt_tokens, answer.completion_tokens)
     decided_by = "auto" if requested == "auto" else "requested"
     ROUTE_DECISIONS.labels(choice.name, decided_by, str(bool(choice.fallbacks)).lower()).inc()
     GENERATION_TOKENS.labels(choice.name, "prompt").inc(answer.prompt_tokens)
@@ -429,6 +612,9 @@ def _search_visible(
             namespace_id=namespace.id,
         )
         visible = visible_documents(session, {str(h.payload["document_id"]) for h in hits})
+        # End the read's transaction before the next search: on SQLite it holds the write lock,
+        # and a stalled store would hold every writer for as long as the search waits.
+        session.commit()
         kept = [h for h in hits if str(h.payload["document_id"]) in visible]
         if len(kept) == len(hits):
             break

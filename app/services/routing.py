@@ -9,17 +9,24 @@ models (local), so each generator is built once per process, on first use, and s
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.errors import InvalidRequestError
 from retrieval.config import RouteConfig, RoutesConfig
-from retrieval.generation.base import GenerationBackend
+from retrieval.generation.base import GenerationBackend, Passage
+from retrieval.generation.prompt import build_prompt
 from retrieval.routing import EndpointPool, RoutePolicy, Router
+
+# Budgets are counted with tiktoken (cl100k); a model's own tokenizer may need more tokens for
+# the same text (SmolLM2's: about 14 % more). Reserving this much more keeps a reservation
+# above the usage the server then reports, so settling never runs a budget into debt.
+TOKENIZER_MARGIN = 1.25
 
 
 def parse_routes(raw: Mapping[str, Any]) -> RoutesConfig:
@@ -48,6 +55,11 @@ def check_routes(routes: RoutesConfig, generators: Mapping[str, RouteConfig]) ->
             )
 
 
+# Wraps each endpoint's backend as it is built, given the generator's name and the endpoint's
+# index: the platform puts each behind its own circuit breaker (and fault drills).
+BackendWrapper = Callable[[str, int, GenerationBackend], GenerationBackend]
+
+
 class RouterFactory:
     """Routers for route configurations, with each route's endpoints built once."""
 
@@ -58,12 +70,14 @@ class RouterFactory:
         default: RoutesConfig,
         extractive: GenerationBackend,
         min_score: float,
+        wrap: BackendWrapper | None = None,
     ) -> None:
         check_routes(default, generators)
         self.generators = dict(generators)
         self._default = default
         self._extractive = extractive
         self._min_score = min_score
+        self._wrap = wrap
         self._pools: dict[str, EndpointPool] = {}  # by generator name: bounded by the catalog
         self._lock = threading.Lock()
 
@@ -82,6 +96,28 @@ class RouterFactory:
             policy=policy,
         )
 
+    def token_budget(
+        self, routes: Mapping[str, Any], route: str, question: str, passages: Sequence[Passage]
+    ) -> int:
+        """The most model tokens an answer on ``route`` (small, large, extractive) may cost:
+        its prompt as the backend packs it (tiktoken's count of the question and the passages
+        that fit, plus :data:`TOKENIZER_MARGIN`) and the route's longest answer, at most the
+        route's context window (no server takes more). 0 for the extractive answer (no model).
+        """
+        config = parse_routes(routes) if routes else self._default
+        name = getattr(config, route, None) if route in ("small", "large") else None
+        generator = self.generators.get(name) if name is not None else None
+        if generator is None or generator.backend == "extractive":
+            return 0
+        prompt = build_prompt(
+            question,
+            passages,
+            context_window=generator.context_window,
+            max_output_tokens=generator.max_output_tokens,
+        )
+        prompt_tokens = math.ceil(prompt.prompt_tokens * TOKENIZER_MARGIN)
+        return min(generator.context_window, prompt_tokens + generator.max_output_tokens)
+
     def _pool(self, name: str | None) -> EndpointPool | None:
         route = self.generators.get(name) if name is not None else None
         if name is None or route is None or route.backend == "extractive":
@@ -89,7 +125,11 @@ class RouterFactory:
         with self._lock:
             pool = self._pools.get(name)
             if pool is None:
-                pool = EndpointPool(self._backends(route))
+                backends = self._backends(route)
+                if self._wrap is not None:
+                    wrap = self._wrap
+                    backends = [(wrap(name, i, b), w) for i, (b, w) in enumerate(backends)]
+                pool = EndpointPool(backends)
                 self._pools[name] = pool
             return pool
 

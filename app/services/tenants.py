@@ -46,9 +46,13 @@ def get_tenant(session: Session, *, tenant_id: str) -> Tenant:
 
 
 def update_quotas(session: Session, *, tenant_id: str, quotas: dict[str, Any]) -> Tenant:
-    """Replace the quota entries given (others kept) and commit. Raises: NotFoundError."""
+    """Replace the quota entries given (None removes one; others kept) and commit.
+
+    Raises: NotFoundError.
+    """
     tenant = get_tenant(session, tenant_id=tenant_id)
-    tenant.quotas = {**tenant.quotas, **quotas}
+    merged = {**tenant.quotas, **quotas}
+    tenant.quotas = {name: value for name, value in merged.items() if value is not None}
     session.commit()
     return tenant
 

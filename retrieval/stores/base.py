@@ -90,12 +90,15 @@ def payload_indexes(spec: CollectionSpec) -> dict[str, str]:
     }
 
 
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity of two vectors (0 when either is zero)."""
-    u = np.asarray(a, dtype=np.float64)
-    v = np.asarray(b, dtype=np.float64)
-    norms = float(np.linalg.norm(u) * np.linalg.norm(v))
-    return float(u @ v) / norms if norms else 0.0
+def cosines(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
+    """Cosine similarity of ``query`` with each of ``vectors``, in one matrix product."""
+    if not vectors:
+        return []
+    matrix = np.asarray(vectors, dtype=np.float64)
+    u = np.asarray(query, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(u)
+    products = matrix @ u
+    return [float(p / n) if n else 0.0 for p, n in zip(products, norms, strict=True)]
 
 
 @dataclass(frozen=True)

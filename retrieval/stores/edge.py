@@ -37,7 +37,7 @@ from retrieval.stores.base import (
     SearchRequest,
     Where,
     check_collection_name,
-    cosine,
+    cosines,
     payload_indexes,
 )
 
@@ -267,16 +267,13 @@ class EdgeStore:
         with _engine_errors("search", name):
             scored = shard.query(query)
         # Edge returns UUID ids as uuid.UUID; the Protocol speaks strings.
+        if request.mode == "dense":
+            similarities = [float(s.score) for s in scored]
+        else:
+            similarities = cosines(vector, [s.vector for s in scored])  # type: ignore[misc]
         return [
-            Hit(
-                id=str(s.id),
-                score=float(s.score),
-                payload=s.payload or {},
-                similarity=(
-                    float(s.score) if request.mode == "dense" else cosine(vector, s.vector)  # type: ignore[arg-type]
-                ),
-            )
-            for s in scored
+            Hit(id=str(s.id), score=float(s.score), payload=s.payload or {}, similarity=sim)
+            for s, sim in zip(scored, similarities, strict=True)
         ]
 
     def delete(self, name: str, *, where: Where) -> None:

@@ -29,7 +29,7 @@ from retrieval.stores.base import (
     SearchRequest,
     Where,
     check_collection_name,
-    cosine,
+    cosines,
     payload_indexes,
 )
 
@@ -266,14 +266,14 @@ class ServerStore:
                 with_payload=True,
                 with_vectors=request.mode != "dense",
             )
+        points = response.points
+        if request.mode == "dense":
+            similarities = [p.score for p in points]
+        else:
+            similarities = cosines(vector, [p.vector for p in points])  # type: ignore[misc]
         return [
-            Hit(
-                id=str(p.id),
-                score=p.score,
-                payload=p.payload or {},
-                similarity=p.score if request.mode == "dense" else cosine(vector, p.vector),  # type: ignore[arg-type]
-            )
-            for p in response.points
+            Hit(id=str(p.id), score=p.score, payload=p.payload or {}, similarity=sim)
+            for p, sim in zip(points, similarities, strict=True)
         ]
 
     def delete(self, name: str, *, where: Where) -> None:

@@ -43,7 +43,14 @@ def test_json_upload_is_accepted_at_once_and_indexed(api: Api) -> None:
     assert all(d["duplicate"] is False for d in accepted["documents"])
     job = wait_for_job(api, tenant, accepted["job_id"])
     assert job["state"] == "succeeded"
-    assert job["counts"] == {"queued": 0, "parsing": 0, "embedding": 0, "indexed": 2, "failed": 0}
+    assert job["counts"] == {
+        "queued": 0,
+        "parsing": 0,
+        "embedding": 0,
+        "indexed": 2,
+        "failed": 0,
+        "removed": 0,
+    }
     otters_id = accepted["documents"][0]["id"]
     assert _points(api, namespace, tenant_id=tenant.id, document_id=otters_id) >= 1
 

@@ -108,6 +108,22 @@ def test_deleting_the_current_version_removes_it_from_lists_and_answers(api: Api
 
 
 @pytest.mark.slow
+def test_a_job_whose_document_was_replaced_says_so(api: Api) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs")
+    first = upload(api, tenant, "docs", [policy(WORDS[0])])
+    assert wait_for_job(api, tenant, first["job_id"])["state"] == "succeeded"
+    put_version(api, tenant, WORDS[1])
+
+    job = api.client.get(f"/v1/jobs/{first['job_id']}", headers=api.headers(tenant.write_key))
+
+    body = job.json()
+    assert body["state"] == "succeeded"
+    assert body["documents"] == []
+    assert body["counts"]["removed"] == 1  # not a job of zero documents
+    assert body["counts"]["indexed"] == 0
+
+
 def test_points_of_a_document_without_an_indexed_row_are_never_cited(api: Api) -> None:
     tenant = make_tenant(api, "acme")
     namespace = make_namespace(api, tenant, "docs")

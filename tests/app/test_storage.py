@@ -155,6 +155,7 @@ def test_deleting_a_tenant_cascades_to_everything_it_owns(session_factory, tmp_p
             enqueue=lambda _tenant, _ids: None,
         )
         usage.record_usage(session, tenant_id=tenant_id, key_id="k1")
+        session.commit()
     store = EdgeStore(tmp_path / "qdrant")
     with session_factory() as session:
         tenants.delete_tenant(session, tenant_id=tenant_id, store=store)
@@ -171,6 +172,7 @@ def test_concurrent_usage_records_lose_no_count(session_factory) -> None:
         barrier.wait()
         with session_factory() as session:
             usage.record_usage(session, tenant_id=tenant_id, key_id="k", prompt_tokens=2)
+            session.commit()
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(record, range(8)))

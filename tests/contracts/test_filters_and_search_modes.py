@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from retrieval.filters import Expr, format_datetime, matches, parse_filter
 from retrieval.stores import CollectionSpec, Point, VectorStore
-from retrieval.stores.base import SearchMode, SearchRequest, cosine
+from retrieval.stores.base import SearchMode, SearchRequest
 from tests.contracts.test_vector_store import ENGINES
 
 DIM = 4
@@ -53,6 +54,13 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "open": st.booleans(),
     "published": INSTANTS.map(format_datetime),
 }
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    """The reference: plain Python, independent of the adapters' numpy."""
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norms if norms else 0.0
 
 
 def bound(field: str) -> st.SearchStrategy[Any]:
