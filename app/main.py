@@ -22,6 +22,9 @@ from app.platform import Platform, build_platform
 from app.routers import admin, documents, faults, health, jobs, namespaces, query
 from app.settings import Settings, get_settings
 
+# Probes and scrapes: frequent, and nothing to learn from their traces.
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 def create_app(settings: Settings | None = None, *, platform: Platform | None = None) -> FastAPI:
     """Build the app. The schema must be migrated (``shoal serve`` and ``shoal db upgrade`` do it).
@@ -52,6 +55,15 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         version="0.1.0",
         summary="Multi-tenant RAG: upload documents, ask questions, get cited answers.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry: spans per request and per operation, exported over
+        # OTLP/HTTP only when the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (no
+        # endpoint, no exporter). Metrics and logs stay with Prometheus and the JSON logs.
+        telemetry={
+            "auto_configure": True,
+            "metrics": False,
+            "logs": False,
+            "exclude": lambda scope: scope.get("path") in _UNTRACED,
+        },
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(RateLimitHeadersMiddleware)

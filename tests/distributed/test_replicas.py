@@ -37,6 +37,7 @@ class Replicas:
     a: httpx.Client
     b: httpx.Client
     platform_key: str
+    worker_metrics: str
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.platform_key}"}
@@ -101,9 +102,13 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     clients: list[httpx.Client] = []
     try:
         worker_log = tmp_path / "worker.log"
-        processes.append(
-            _start(["worker"], {**env, "SHOAL_DATA_DIR": str(tmp_path / "w")}, worker_log)
-        )
+        worker_metrics = free_port()
+        worker_env = {
+            **env,
+            "SHOAL_DATA_DIR": str(tmp_path / "w"),
+            "SHOAL_WORKERS__METRICS_PORT": str(worker_metrics),
+        }
+        processes.append(_start(["worker"], worker_env, worker_log))
         for replica in ("a", "b"):
             port, log = free_port(), tmp_path / f"api-{replica}.log"
             replica_env = {**env, "SHOAL_DATA_DIR": str(tmp_path / replica)}
@@ -111,7 +116,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
             base = f"http://127.0.0.1:{port}"
             _wait_ready(base, processes[-1], log)
             clients.append(httpx.Client(base_url=base, timeout=60))
-        yield Replicas(clients[0], clients[1], platform_key)
+        yield Replicas(clients[0], clients[1], platform_key, f"http://127.0.0.1:{worker_metrics}")
     finally:
         for client in clients:
             client.close()
@@ -183,6 +188,11 @@ def test_what_one_replica_does_the_other_sees(replicas: Replicas) -> None:
         time.sleep(0.3)
     assert job["state"] == "succeeded", job
     assert job["counts"]["indexed"] == 1
+    # The worker exports its own metrics: what it indexed, and the queue autoscalers read.
+    worker = httpx.get(r.worker_metrics, timeout=10).text
+    assert re.search(r'^shoal_documents_total\{outcome="indexed"\} [1-9]', worker, re.MULTILINE)
+    assert re.search(r"^shoal_queue_depth\{queue=", worker, re.MULTILINE)
+    assert re.search(r"^shoal_gpu_count ", worker, re.MULTILINE)
 
     # A question embedded by one replica is a cache hit on the other.
     question = {"question": f"Why do otters hold hands? {uuid.uuid4().hex}"}
