@@ -34,8 +34,8 @@ from app.services.routing import RouterFactory
 from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
 from retrieval.answers import AnswerCache
-from retrieval.cache import EmbeddingCache, cache_scope, embed_query
-from retrieval.embedding import Embedder
+from retrieval.cache import EmbeddingCache, cache_scope, embed_query, normalise_query
+from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr, FilterError, parse_filter
 from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
@@ -92,7 +92,7 @@ class QueryResult:
 @dataclass(frozen=True)
 class QueryDeps:
     store: VectorStore
-    embedder: Embedder
+    embedder: ChunkEmbedder  # knows its token limit, which questions are held to
     cache: EmbeddingCache
     default_top_k: int
     routers: RouterFactory
@@ -145,10 +145,12 @@ def retrieve(
     what abstention and citations compare.
 
     Raises:
+        InvalidRequestError: the question has more tokens than the embedding model reads.
         StoreUnavailableError: the vector store failed, timed out, or its breaker is open (then
             at once, before the question is embedded).
         EmbeddingUnavailableError: the embedding model failed.
     """
+    _check_question_length(deps.embedder, question)
     if isinstance(deps.store, GuardedStore):
         deps.store.check_open()
     options = deps.search.overlay(namespace.search).overlay(overrides or {})
@@ -619,6 +621,22 @@ def _search_visible(
         if len(kept) == len(hits):
             break
     return kept[:wanted]
+
+
+def _check_question_length(embedder: ChunkEmbedder, question: str) -> None:
+    """Refuse a question the model would truncate (a 422 naming it, not a 500)."""
+    text = normalise_query(question)
+    # A word piece covers at least one character: shorter texts cannot exceed the limit
+    # (two special tokens included), and most questions are, so most skip the tokenizer.
+    if len(text) + 2 <= embedder.max_seq_length:
+        return
+    tokens = embedder.count_tokens(text)
+    if tokens > embedder.max_seq_length:
+        raise InvalidRequestError(
+            f"the question has {tokens} tokens; {embedder.model_id} reads at most "
+            f"{embedder.max_seq_length}",
+            field="question",
+        )
 
 
 def _ms_since(mark: float) -> float:
