@@ -31,9 +31,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from retrieval.cache import fail_fast_redis
 from retrieval.config import AnswerCacheConfig, CacheConfig
 from retrieval.errors import CacheUnavailableError
 
@@ -153,11 +152,8 @@ class RedisAnswerCache:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=cache.redis_connect_timeout_s,
-            socket_timeout=cache.redis_timeout_s,
-            retry=Retry(NoBackoff(), retries=0),
+        self._client = fail_fast_redis(
+            url, connect_timeout_s=cache.redis_connect_timeout_s, timeout_s=cache.redis_timeout_s
         )
         self._prefix = config.key_prefix
         self._ttl_s = config.ttl_s

@@ -171,6 +171,18 @@ class MemoryCache:
             return len(self._entries)
 
 
+def fail_fast_redis(url: str, *, connect_timeout_s: float, timeout_s: float) -> redis.Redis:
+    """A client for ``url`` that gives up within its timeouts: short connect and read timeouts
+    (redis-py's default is 5 s) and redis-py's own retries (ten by default) off, so that an
+    outage costs each caller one short timeout. No connection is made until the first call."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries=0),
+    )
+
+
 class RedisCache:
     """Vectors in Redis, shared by every API replica and worker.
 
@@ -190,11 +202,10 @@ class RedisCache:
         self, url: str, config: CacheConfig, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         """Configure a client for ``url`` (no connection is made until the first call)."""
-        self._client = redis.Redis.from_url(
+        self._client = fail_fast_redis(
             url,
-            socket_connect_timeout=config.redis_connect_timeout_s,
-            socket_timeout=config.redis_timeout_s,
-            retry=Retry(NoBackoff(), retries=0),
+            connect_timeout_s=config.redis_connect_timeout_s,
+            timeout_s=config.redis_timeout_s,
         )
         self._prefix = config.key_prefix
         self._ttl_s = config.ttl_s

@@ -22,10 +22,9 @@ from typing import Literal, Protocol, TypeVar, get_args
 
 import redis
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.errors import ShoalError
+from retrieval.cache import fail_fast_redis
 from retrieval.config import CacheConfig
 
 log = structlog.get_logger(__name__)
@@ -160,11 +159,8 @@ class RedisFaults:
     """
 
     def __init__(self, url: str, cache: CacheConfig, *, key: str = REDIS_KEY) -> None:
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=cache.redis_connect_timeout_s,
-            socket_timeout=cache.redis_timeout_s,
-            retry=Retry(NoBackoff(), retries=0),
+        self._client = fail_fast_redis(
+            url, connect_timeout_s=cache.redis_connect_timeout_s, timeout_s=cache.redis_timeout_s
         )
         self._key = key
         self._cooldown_s = cache.cooldown_s

@@ -46,11 +46,10 @@ from typing import Any, Literal, Protocol
 
 import redis
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.errors import LimiterUnavailableError, RateLimitedError
 from app.metrics import RATE_LIMIT_BACKEND, RATE_LIMIT_FALLBACKS, RATE_LIMITED
+from retrieval.cache import fail_fast_redis
 
 log = structlog.get_logger(__name__)
 
@@ -230,12 +229,7 @@ class RedisLimiter:
         key_prefix: str = "shoal:limit:",
         timeout_s: float = 0.25,
     ) -> None:
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout_s,
-            socket_timeout=timeout_s,
-            retry=Retry(NoBackoff(), retries=0),
-        )
+        self._client = fail_fast_redis(url, connect_timeout_s=timeout_s, timeout_s=timeout_s)
         self._script = self._client.register_script(_DRAW)
         self._prefix = key_prefix
 
