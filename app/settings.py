@@ -31,6 +31,16 @@ class ApiConfig(BaseModel):
 
     host: str = Field("127.0.0.1", description="Interface to bind; `0.0.0.0` in containers.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    max_in_flight: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests handled at once per process; more wait in arrival order, holding no "
+            "thread. The worker-thread pool gets this many threads plus 8, so a request that "
+            "holds SQLite's write lock always finds a thread to finish (app/gateway/in_flight.py)."
+        ),
+    )
 
 
 class WorkerConfig(BaseModel):

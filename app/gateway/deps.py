@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import structlog
@@ -32,7 +32,15 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def get_session(platform: PlatformDep) -> Iterator[Session]:
+async def get_session(platform: PlatformDep) -> AsyncIterator[Session]:
+    """The request's session; closed (any open transaction rolled back) when it ends.
+
+    An ``async`` dependency on purpose: its exit runs on the event loop, not in the thread
+    pool. On SQLite every transaction holds the write lock; a request that left one open and
+    then had to wait for a free thread only to close it would keep the lock while every pool
+    thread waits for that lock (a deadlock that lasts the busy timeout). Creating a session
+    touches no database, so nothing here blocks the loop.
+    """
     with platform.sessions() as session:
         yield session
 
@@ -61,6 +69,9 @@ def get_caller(
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
     caller = keys.authenticate(session, token)
+    # End the lookup's transaction now: on SQLite it holds the write lock, and the handler
+    # runs in another pool thread, which may not be free while other requests wait for it.
+    session.commit()
     structlog.contextvars.bind_contextvars(key_id=caller.key_id, tenant_id=caller.tenant_id)
     request.state.key_id, request.state.tenant_id = caller.key_id, caller.tenant_id  # access log
     quotas = caller_quotas(platform, caller)
