@@ -24,7 +24,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:  # async: no worker thread for this
     platform: Platform = request.app.state.platform
     return platform
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.errors import InvalidRequestError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
@@ -55,11 +56,17 @@ def list_namespaces(caller: CallerDep, session: SessionDep) -> list[NamespacePub
 
 
 @router.get("/{ns}")
-def get_namespace(ns: str, caller: CallerDep, session: SessionDep) -> NamespacePublic:
-    namespace = namespaces.get_namespace(
-        session, tenant_id=authorize_tenant_reader(caller), name=ns
-    )
-    return NamespacePublic.model_validate(namespace, from_attributes=True)
+async def get_namespace(ns: str, caller: CallerDep, session: SessionDep) -> NamespacePublic:
+    # async, with the read in one pool thread: a `def` route takes a second hop to validate
+    # its response. The session is committed there: no transaction outlives the thread.
+    def read() -> NamespacePublic:
+        namespace = namespaces.get_namespace(
+            session, tenant_id=authorize_tenant_reader(caller), name=ns
+        )
+        session.commit()
+        return NamespacePublic.model_validate(namespace, from_attributes=True)
+
+    return await run_in_threadpool(read)
 
 
 @router.patch("/{ns}")

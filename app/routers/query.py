@@ -25,10 +25,12 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep, caller_quotas
+from app.platform import Platform
 from app.schemas import (
     CitationPublic,
     QueryAnswer,
@@ -38,7 +40,7 @@ from app.schemas import (
     SearchResults,
     UsageTokens,
 )
-from app.services.keys import QUERY, authorize_tenant_scope
+from app.services.keys import QUERY, Caller, authorize_tenant_scope
 from app.services.query import (
     QueryResult,
     StreamEnd,
@@ -61,12 +63,25 @@ ROUTE_REASON_HEADER = "X-Shoal-Route-Reason"
     "/query",
     responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: true"}},
 )
-def query(
+async def query(
     ns: str,
     body: QueryRequest,
     caller: CallerDep,
     session: SessionDep,
     platform: PlatformDep,
+    response: Response,
+) -> QueryAnswer:
+    # async, with the blocking work in one pool thread: a `def` route would take a second
+    # thread hop only to validate its own response model (FastAPI runs that in the pool too).
+    return await run_in_threadpool(_query, ns, body, caller, session, platform, response)
+
+
+def _query(
+    ns: str,
+    body: QueryRequest,
+    caller: Caller,
+    session: Session,
+    platform: Platform,
     response: Response,
 ) -> QueryAnswer:
     common: dict[str, Any] = {
@@ -100,8 +115,14 @@ def query(
 
 
 @router.post("/search")
-def search(
+async def search(
     ns: str, body: SearchQuery, caller: CallerDep, session: SessionDep, platform: PlatformDep
+) -> SearchResults:
+    return await run_in_threadpool(_search, ns, body, caller, session, platform)  # as query
+
+
+def _search(
+    ns: str, body: SearchQuery, caller: Caller, session: Session, platform: Platform
 ) -> SearchResults:
     found = search_namespace(
         session,
