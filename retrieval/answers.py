@@ -29,10 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-import redis
 import structlog
 
-from retrieval.cache import fail_fast_redis
+from retrieval.cache import Cooldown, fail_fast_redis, redis_call
 from retrieval.config import AnswerCacheConfig, CacheConfig
 from retrieval.errors import CacheUnavailableError
 
@@ -157,9 +156,7 @@ class RedisAnswerCache:
         )
         self._prefix = config.key_prefix
         self._ttl_s = config.ttl_s
-        self._cooldown_s = cache.cooldown_s
-        self._clock = clock
-        self._cool_until = float("-inf")
+        self._cooldown = Cooldown(cache.cooldown_s, clock=clock)
 
     def generation(self, namespace_id: str) -> int:
         value = self._call(lambda: self._client.get(f"{self._prefix}generation:{namespace_id}"))
@@ -186,13 +183,6 @@ class RedisAnswerCache:
         self._client.close()
 
     def _call(self, operation: Callable[[], _T]) -> _T:
-        if self._clock() < self._cool_until:
+        if self._cooldown.active:
             raise CacheUnavailableError("Redis answer cache cooling down after a failure")
-        try:
-            return operation()
-        except (redis.RedisError, OSError) as exc:
-            self._cool_until = self._clock() + self._cooldown_s
-            raise CacheUnavailableError(
-                f"Redis answer cache failed ({type(exc).__name__}: {exc}); "
-                f"skipped for {self._cooldown_s} s"
-            ) from exc
+        return redis_call(self._cooldown, "answer cache", operation)

@@ -171,6 +171,39 @@ class MemoryCache:
             return len(self._entries)
 
 
+class Cooldown:
+    """After a failure a dependency is left alone for ``seconds``: an outage costs its callers
+    one timeout per period, not one per call. One float, written whole: no lock needed."""
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._until = float("-inf")
+
+    @property
+    def active(self) -> bool:
+        return self._clock() < self._until
+
+    @property
+    def remaining_s(self) -> float:
+        return max(0.0, self._until - self._clock())
+
+    def start(self) -> None:
+        self._until = self._clock() + self.seconds
+
+
+def redis_call(cooldown: Cooldown, what: str, operation: Callable[[], _T]) -> _T:
+    """``operation()``; a Redis failure starts ``cooldown`` and raises
+    :class:`~retrieval.errors.CacheUnavailableError` naming ``what``."""
+    try:
+        return operation()
+    except (redis.RedisError, OSError) as exc:
+        cooldown.start()
+        raise CacheUnavailableError(
+            f"Redis {what} failed ({type(exc).__name__}: {exc}); skipped for {cooldown.seconds} s"
+        ) from exc
+
+
 def fail_fast_redis(url: str, *, connect_timeout_s: float, timeout_s: float) -> redis.Redis:
     """A client for ``url`` that gives up within its timeouts: short connect and read timeouts
     (redis-py's default is 5 s) and redis-py's own retries (ten by default) off, so that an
@@ -209,14 +242,12 @@ class RedisCache:
         )
         self._prefix = config.key_prefix
         self._ttl_s = config.ttl_s
-        self._cooldown_s = config.cooldown_s
-        self._clock = clock
-        self._cool_until = float("-inf")  # one float, written whole: no lock needed
+        self._cooldown = Cooldown(config.cooldown_s, clock=clock)
 
     @property
     def cooling_down(self) -> bool:
         """Whether a recent failure has the cache skip Redis for now."""
-        return self._clock() < self._cool_until
+        return self._cooldown.active
 
     def get(self, key: str) -> Vector | None:
         return self.get_many([key])[0]
@@ -262,14 +293,7 @@ class RedisCache:
         self._call(self._client.ping)
 
     def _call(self, operation: Callable[[], _T]) -> _T:
-        try:
-            return operation()
-        except (redis.RedisError, OSError) as exc:
-            self._cool_until = self._clock() + self._cooldown_s
-            raise CacheUnavailableError(
-                f"Redis embedding cache failed ({type(exc).__name__}: {exc}); "
-                f"skipped for {self._cooldown_s} s"
-            ) from exc
+        return redis_call(self._cooldown, "embedding cache", operation)
 
 
 def embed_query(embedder: Embedder, cache: EmbeddingCache, text: str) -> tuple[list[float], bool]:

@@ -203,6 +203,37 @@ def smollm2_dir() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def start_shoal(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``shoal <argv>`` in its own process, as users run it, its output in ``log``."""
+    shoal = Path(sys.executable).with_name("shoal")
+    with log.open("wb") as out:
+        return subprocess.Popen([str(shoal), *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_until_serving(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until ``url``'s ``/readyz`` answers 200; fail with the log if the server exits or
+    is not ready within two minutes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"{url} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} not ready:\n{log.read_text()[-3000:]}")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it; nothing holds it afterwards)."""
     with socket.socket() as sock:

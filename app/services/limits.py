@@ -49,7 +49,7 @@ import structlog
 
 from app.errors import LimiterUnavailableError, RateLimitedError
 from app.metrics import RATE_LIMIT_BACKEND, RATE_LIMIT_FALLBACKS, RATE_LIMITED
-from retrieval.cache import fail_fast_redis
+from retrieval.cache import Cooldown, fail_fast_redis
 
 log = structlog.get_logger(__name__)
 
@@ -278,21 +278,19 @@ class FailoverLimiter:
         self.shared = shared
         self.mode = mode
         self.local = LocalLimiter(share=1 / replicas, clock=clock)
-        self._cooldown_s = cooldown_s
-        self._clock = clock
-        self._cool_until = float("-inf")
+        self._cooldown = Cooldown(cooldown_s, clock=clock)
         RATE_LIMIT_BACKEND.labels("redis").set(1)
         RATE_LIMIT_BACKEND.labels("local").set(0)
 
     def _fallback(self, exc: Exception) -> None:
-        if self._clock() >= self._cool_until:
+        if not self._cooldown.active:
             log.warning("rate_limiter_redis_failed", error=str(exc), mode=self.mode)
-        self._cool_until = self._clock() + self._cooldown_s
+        self._cooldown.start()
         RATE_LIMIT_BACKEND.labels("redis").set(0)
         RATE_LIMIT_BACKEND.labels("local").set(1 if self.mode == "open" else 0)
 
     def draw(self, charges: Sequence[Charge]) -> Decision:
-        if self._clock() >= self._cool_until:
+        if not self._cooldown.active:
             try:
                 decision = self.shared.draw(charges)
             except redis.RedisError as exc:
@@ -303,7 +301,7 @@ class FailoverLimiter:
                 return decision
         RATE_LIMIT_FALLBACKS.labels(self.mode).inc()
         if self.mode == "closed":
-            retry = max(1.0, self._cool_until - self._clock())
+            retry = max(1.0, self._cooldown.remaining_s)
             raise LimiterUnavailableError(
                 "the shared rate limiter is unavailable and this deployment fails closed",
                 retry_after_s=retry,
@@ -314,7 +312,7 @@ class FailoverLimiter:
         """Settle with the limiter that made the reservation. While Redis is unavailable,
         charges beyond a reservation go to the local share (the spend must count somewhere);
         refunds are dropped (the budget is then under-spent, never over-spent)."""
-        if engine == "redis" and self._clock() >= self._cool_until:
+        if engine == "redis" and not self._cooldown.active:
             try:
                 self.shared.give(charges)
                 return

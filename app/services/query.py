@@ -204,7 +204,6 @@ def search_namespace(
     deps: QueryDeps,
     filter: Any = None,
     overrides: Mapping[str, Any] | None = None,
-    quotas: Quotas | None = None,  # unused: no model tokens; one signature for all three
 ) -> Retrieved:
     """The passages ``question`` retrieves from the tenant's namespace, without an answer:
     for clients that bring their own model. Counted as a request in the usage, with no tokens.

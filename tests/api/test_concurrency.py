@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_shoal, stop, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +31,10 @@ def test_more_requests_than_threads_all_succeed_on_sqlite(tmp_path: Path) -> Non
         "SHOAL_LOG_LEVEL": "WARNING",
     }
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("shoal")), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    server = start_shoal(["serve", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        wait_until_serving(base, server, log)
         platform = {"Authorization": f"Bearer {key}"}
         tenant = httpx.post(
             base + "/v1/admin/tenants", json={"name": "acme"}, headers=platform
@@ -72,7 +54,6 @@ def test_more_requests_than_threads_all_succeed_on_sqlite(tmp_path: Path) -> Non
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             statuses = list(pool.map(read, range(IN_FLIGHT * 3)))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
     assert statuses == [200] * len(statuses), sorted(set(statuses))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_shoal, stop, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -68,24 +66,11 @@ def test_requests_are_traced_to_the_configured_otlp_endpoint(
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_SERVICE_NAME": "shoal-api",
     }
-    shoal = Path(sys.executable).with_name("shoal")
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(shoal), "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
+    server = start_shoal(["serve", "--port", str(port)], env, log)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        wait_until_serving(base, server, log)
         listed = httpx.get(
             base + "/v1/admin/tenants", headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
@@ -96,8 +81,7 @@ def test_requests_are_traced_to_the_configured_otlp_endpoint(
             assert time.monotonic() < deadline, (collector.received, log.read_text()[-3000:])
             time.sleep(0.2)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
     assert {path for path, _ in collector.received} == {"/v1/traces"}
     exported = b"".join(body for _, body in collector.received)

@@ -214,7 +214,7 @@ def test_redis_back_after_the_cool_down_is_used_again(
 ) -> None:
     shared = RedisLimiter(redis_scratch.url, key_prefix=redis_scratch.prefix)
     limiter = FailoverLimiter(shared, mode="open", replicas=2, cooldown_s=5, clock=clock)
-    limiter._cool_until = clock.now + 5  # as if Redis had just failed
+    limiter._cooldown.start()  # as if Redis had just failed
     charge = [Charge("tenant:t:requests_per_minute", 10, 1)]
 
     assert limiter.draw(charge).engine == "local"

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -27,7 +25,15 @@ from sqlalchemy.engine import make_url
 from app.db.migrate import upgrade
 from app.db.session import make_engine, make_session_factory, normalise_database_url
 from app.services import keys
-from tests.conftest import POSTGRES_URL, REDIS_URL, RedisScratch, free_port
+from tests.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    RedisScratch,
+    free_port,
+    start_shoal,
+    stop,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -50,26 +56,6 @@ def _scratch_database() -> tuple[str, str, str]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return admin.set(database=name).render_as_string(hide_password=False), conninfo, name
-
-
-def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    shoal = Path(sys.executable).with_name("shoal")
-    with log.open("wb") as out:
-        return subprocess.Popen([str(shoal), *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"{url} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -108,25 +94,20 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
             "SHOAL_DATA_DIR": str(tmp_path / "w"),
             "SHOAL_WORKERS__METRICS_PORT": str(worker_metrics),
         }
-        processes.append(_start(["worker"], worker_env, worker_log))
+        processes.append(start_shoal(["worker"], worker_env, worker_log))
         for replica in ("a", "b"):
             port, log = free_port(), tmp_path / f"api-{replica}.log"
             replica_env = {**env, "SHOAL_DATA_DIR": str(tmp_path / replica)}
-            processes.append(_start(["serve", "--port", str(port)], replica_env, log))
+            processes.append(start_shoal(["serve", "--port", str(port)], replica_env, log))
             base = f"http://127.0.0.1:{port}"
-            _wait_ready(base, processes[-1], log)
+            wait_until_serving(base, processes[-1], log)
             clients.append(httpx.Client(base_url=base, timeout=60))
         yield Replicas(clients[0], clients[1], platform_key, f"http://127.0.0.1:{worker_metrics}")
     finally:
         for client in clients:
             client.close()
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if leftovers := redis_scratch.keys():
