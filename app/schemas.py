@@ -100,13 +100,20 @@ class SearchSettings(Strict):
     mode: SearchMode | None = Field(
         None,
         description=(
-            "`hybrid`: dense and BM25 rankings fused by reciprocal rank fusion; `dense`: the "
+            "`hybrid`: dense and BM25 rankings merged as `fusion` says; `dense`: the "
             "embedding alone; `lexical`: BM25 alone."
         ),
     )
-    fusion: Fusion | None = Field(None, description="`dbsf` or `rrf` (hybrid mode).")
-    dense_weight: float | None = Field(None, ge=0, le=10, description="Dense weight in RRF.")
-    lexical_weight: float | None = Field(None, ge=0, le=10, description="BM25 weight in RRF.")
+    fusion: Fusion | None = Field(
+        None,
+        description="`dbsf` (distribution-based score fusion) or `rrf` (reciprocal rank fusion).",
+    )
+    dense_weight: float | None = Field(
+        None, ge=0, le=10, description="Dense weight (`rrf` only; `dbsf` takes none)."
+    )
+    lexical_weight: float | None = Field(
+        None, ge=0, le=10, description="BM25 weight (`rrf` only; `dbsf` takes none)."
+    )
     rerank: bool | None = Field(
         None, description="Reorder the candidates with the server's reranker (if configured)."
     )

@@ -114,8 +114,8 @@ class RetrievalConfig(BaseModel):
     mode: SearchMode = Field(
         "hybrid",
         description=(
-            "Default search of namespaces that set none: `hybrid` (dense + BM25, fused by "
-            "RRF), `dense` or `lexical` (bench/RESULTS.md compares them)."
+            "Default search of namespaces that set none: `hybrid` (dense + BM25, merged as "
+            "`fusion` says), `dense` or `lexical` (bench/RESULTS.md compares them)."
         ),
     )
     candidates: int = Field(

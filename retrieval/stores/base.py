@@ -27,7 +27,7 @@ Where = Mapping[str, Scalar]
 # The payload field holding a chunk's text; stores index it for BM25.
 TEXT_FIELD = "text"
 
-# How a search ranks: by the dense vector, by BM25 over TEXT_FIELD, or both fused (RRF).
+# How a search ranks: by the dense vector, by BM25 over TEXT_FIELD, or both fused (Fusion).
 SearchMode = Literal["dense", "lexical", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
 
@@ -115,7 +115,7 @@ class Hit:
     """A search result: the point id, its ranking score, its cosine similarity and its payload.
 
     ``score`` orders the results of one search and means what the mode makes it: the cosine
-    (dense), a BM25 score (lexical), a fused reciprocal-rank score (hybrid). ``similarity`` is
+    (dense), a BM25 score (lexical), the fused score (hybrid: DBSF or RRF). ``similarity`` is
     always the cosine between the query vector and the point's, comparable across modes:
     abstention and citations use it.
     """
