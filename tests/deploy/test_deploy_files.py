@@ -1,10 +1,12 @@
 """The deployment files are valid and agree with the code, checked offline.
 
-`docker-compose.yml` passes `docker-compose config -q` (Debian's docker-compose 1.29.2, which needs
-no engine), the Kubernetes manifests pass `kubernetes-validate --strict` against the bundled
-schemas of Kubernetes 1.33, and the rest is read as data: commands are the CLI's, every service is
-health-checked, the balancer and Prometheus reach every replica, the dashboard covers every metric
-family, and every `SHOAL_...` variable is a real setting.
+`docker-compose.yml`, interpolated as Compose does, validates against the Compose Specification's
+JSON schema (`compose-spec.json`, vendored from compose-go: see `compose-spec.NOTICE`); where
+Debian's docker-compose 1.29.2 is installed (`.ci/run` installs it), `docker-compose config -q`
+checks it a second time. The Kubernetes manifests pass `kubernetes-validate --strict` against the
+bundled schemas of Kubernetes 1.33, and the rest is read as data: commands are the CLI's, every
+service is health-checked, the balancer and Prometheus reach every replica, the dashboard covers
+every metric family, and every `SHOAL_...` variable is a real setting.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]  # types-jsonschema is not locked
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs; types-PyYAML is not locked
 from typer.testing import CliRunner
@@ -29,10 +32,11 @@ from tests.test_docs import setting_names
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_SCHEMA = Path(__file__).with_name("compose-spec.json")
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.33.0"
-INSTALL_COMPOSE = "apt-get install -y --no-install-recommends docker-compose"
+BOOTSTRAP_KEY = "shoal_0123456789abcdef_secret"
 
 # The argv the suite itself runs: tests/test_end_to_end.py starts `serve`, tests/workers/
 # test_celery.py starts `shoal worker`; `shoal db upgrade` is the README's migration command.
@@ -112,34 +116,147 @@ def run_tool(
 # Compose
 
 
-def docker_compose() -> str:
-    found = shutil.which("docker-compose")
-    if found is None:
-        pytest.fail(f"docker-compose is not installed; install it: {INSTALL_COMPOSE}")
-    return found
+class InterpolationError(ValueError):
+    """A required variable is missing, or a `${...}` is malformed: Compose refuses the file."""
 
 
-def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+VARIABLE = re.compile(r"[_A-Za-z][_A-Za-z0-9]*")
+BRACED = re.compile(r"([_A-Za-z][_A-Za-z0-9]*)(?:(:?)([-+?])(.*))?", re.DOTALL)
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:  # Any: YAML data
+    """``value`` with every string interpolated as the Compose Specification says (values only,
+    never keys): ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?error}``, ``${VAR?error}``, ``${VAR:+other}``, ``${VAR+other}``, nested."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    return substitute(value, env) if isinstance(value, str) else value
+
+
+def substitute(text: str, env: dict[str, str]) -> str:
+    out: list[str] = []
+    at = 0
+    while (dollar := text.find("$", at)) >= 0:
+        out.append(text[at:dollar])
+        after = text[dollar + 1 : dollar + 2]
+        if after == "$":
+            out.append("$")
+            at = dollar + 2
+        elif after == "{":
+            end, depth = dollar + 2, 1
+            while depth and end < len(text):
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                end += 1
+            if depth:
+                raise InterpolationError(f"unclosed ${{ in {text!r}")
+            out.append(braced(text[dollar + 2 : end - 1], env))
+            at = end
+        elif name := VARIABLE.match(text, dollar + 1):
+            out.append(env.get(name.group(), ""))
+            at = name.end()
+        else:  # not a variable: kept as written
+            out.append("$")
+            at = dollar + 1
+    return "".join(out) + text[at:]
+
+
+def braced(expression: str, env: dict[str, str]) -> str:
+    match = BRACED.fullmatch(expression)
+    if match is None:
+        raise InterpolationError(f"invalid interpolation ${{{expression}}}")
+    name, colon, operator, argument = match.groups()
+    value = env.get(name)
+    absent = value is None or (colon == ":" and value == "")
+    if operator is None:
+        return value or ""
+    if operator == "-":
+        return substitute(argument, env) if absent else str(value)
+    if operator == "+":
+        return "" if absent else substitute(argument, env)
+    if absent:
+        message = substitute(argument, env)
+        raise InterpolationError(f"required variable {name} is missing: {message}")
+    return str(value)
+
+
+def compose_document(env: dict[str, str]) -> dict[str, Any]:
+    """The file as Compose validates it: YAML (anchors and ``<<`` merged), then interpolated."""
+    return dict(interpolate(load_yaml(COMPOSE), env))
+
+
+def compose_errors(document: dict[str, Any]) -> list[str]:
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    assert compose_errors(compose_document({"SHOAL_BOOTSTRAP_KEY": BOOTSTRAP_KEY})) == []
+
+
+def test_the_compose_schema_check_catches_a_misspelt_key() -> None:
+    document = compose_document({"SHOAL_BOOTSTRAP_KEY": BOOTSTRAP_KEY})
+    healthcheck = document["services"]["api-1"]["healthcheck"]
+    healthcheck["start_periods"] = healthcheck.pop("start_period")
+    document["services"]["lb"]["depends_on"]["api-1"]["condition"] = "service_ready"
+    errors = compose_errors(document)
+    assert len(errors) == 2, errors
+    assert any(e.startswith("services.api-1.healthcheck: 'start_periods'") for e in errors)
+    assert any(e.startswith("services.lb.depends_on: ") and "service_ready" in e for e in errors)
+
+
+@pytest.mark.parametrize("env", [{}, {"SHOAL_BOOTSTRAP_KEY": ""}], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_a_bootstrap_key(env: dict[str, str]) -> None:
+    with pytest.raises(InterpolationError, match="SHOAL_BOOTSTRAP_KEY"):
+        compose_document(env)
+
+
+def test_compose_interpolation_follows_the_specification() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    cases = {
+        "$$SET ${SET} $SET $": "$SET x x $",
+        "${EMPTY:-d} ${EMPTY-d} ${UNSET-d} ${UNSET:-${SET:-y}}": "d  d x",
+        "${SET:+r} ${EMPTY:+r} ${EMPTY+r} ${UNSET+r}": "r  r ",
+        "${EMPTY?e}${SET:?e}": "x",
+    }
+    for text, expected in cases.items():
+        assert substitute(text, env) == expected, text
+    for bad in ("${EMPTY:?needed}", "${UNSET?needed}", "${SET", "${SET/x/y}"):
+        with pytest.raises(InterpolationError):
+            substitute(bad, env)
+
+
+# Debian's docker-compose, where installed: a second, independent reading of the same file. The
+# schema check above always runs; this one needs the binary, which `.ci/run` installs.
+DOCKER_COMPOSE = shutil.which("docker-compose")
+
+
+@pytest.mark.skipif(
+    DOCKER_COMPOSE is None,
+    reason="Debian's docker-compose is not installed (apt-get install docker-compose); "
+    "the Compose Specification schema check still ran",
+)
+def test_debian_docker_compose_accepts_the_file_and_wants_a_bootstrap_key(
+    tmp_path: Path,
+) -> None:
+    assert DOCKER_COMPOSE is not None
     # An empty env file and a bare environment: a developer's .env or exported SHOAL_... must
     # not decide the outcome.
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
-    argv = [docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE)]
-    return run_tool(
-        [*argv, "--profile", "rabbitmq", "config", "-q"],
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env},
-    )
-
-
-def test_compose_file_is_valid_for_docker_compose(tmp_path: Path) -> None:
-    done = compose_config(tmp_path, SHOAL_BOOTSTRAP_KEY="shoal_0123456789abcdef_secret")
-    assert done.returncode == 0, done.stderr
-
-
-def test_compose_refuses_to_start_without_a_bootstrap_key(tmp_path: Path) -> None:
-    done = compose_config(tmp_path)
-    assert done.returncode != 0
-    assert "SHOAL_BOOTSTRAP_KEY" in done.stderr
+    argv = [DOCKER_COMPOSE, "--env-file", str(env_file), "-f", str(COMPOSE)]
+    argv += ["--profile", "rabbitmq", "config", "-q"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    valid = run_tool(argv, env={**env, "SHOAL_BOOTSTRAP_KEY": BOOTSTRAP_KEY})
+    assert valid.returncode == 0, valid.stderr
+    refused = run_tool(argv, env=env)
+    assert refused.returncode != 0
+    assert "SHOAL_BOOTSTRAP_KEY" in refused.stderr
 
 
 def test_compose_runs_the_cli_commands_the_tests_run(services: dict[str, dict[str, Any]]) -> None:
