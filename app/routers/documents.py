@@ -68,6 +68,19 @@ IdempotencyKeyHeader = Annotated[
     ),
 ]
 
+# One option for the whole request, so that multipart and JSON bodies ask for it alike.
+RecordsQuery = Annotated[
+    bool,
+    Query(
+        description=(
+            "Index each element of a JSON file's top-level array as its own document (its id "
+            "field the external id, its other fields metadata), whatever its fields. Unset: "
+            "only an array of objects some of which have the text field is split, and any "
+            "other JSON file is one document; JSONL is always split."
+        ),
+    ),
+]
+
 
 @router.post("", status_code=202, openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
@@ -78,6 +91,7 @@ async def upload_documents(
     session: SessionDep,
     platform: PlatformDep,
     idempotency_key: IdempotencyKeyHeader = None,
+    records: RecordsQuery = False,
 ) -> UploadAccepted:
     """Accept documents for indexing; answers at once with the job to follow."""
     tenant_id = authorize_tenant_scope(caller, WRITE)
@@ -106,10 +120,11 @@ async def upload_documents(
         items=items,
         enqueue=platform.enqueue,
         ingestion=platform.settings.ingestion,
+        records=records,
         idempotency=(
             None
             if idempotency_key is None
-            else make_claim(idempotency_key, request_hash(namespace.id, items))
+            else make_claim(idempotency_key, request_hash(namespace.id, items, records=records))
         ),
     )
     if result.replayed:

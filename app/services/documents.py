@@ -24,7 +24,7 @@ from ingestion.parsers import (
     RECORD_MEDIA_TYPES,
     Record,
     detect_media_type,
-    split_records,
+    split_upload,
 )
 from retrieval.answers import AnswerCache
 from retrieval.answers import invalidate as invalidate_answers
@@ -79,6 +79,7 @@ def upload(
     items: Sequence[UploadItem],
     enqueue: Callable[[str, Sequence[str]], None],
     ingestion: IngestionConfig = DEFAULT_INGESTION,
+    records: bool = False,
     idempotency: IdempotencyClaim | None = None,
 ) -> UploadResult:
     """Record a batch of documents as one job, commit, then enqueue the new ones for indexing.
@@ -86,8 +87,9 @@ def upload(
     ``enqueue(tenant_id, document_ids)`` is called once, after the commit, in upload order.
 
     Every item's type is checked before anything is written, so an unsupported file refuses
-    the whole request and nothing is half-accepted. A JSON or JSONL file becomes one document
-    per record (:func:`_typed_items`). Content already in the namespace (same
+    the whole request and nothing is half-accepted. A JSONL file, and a JSON file that holds
+    records, becomes one document per record (:func:`_typed_items`); with ``records``, every
+    JSON file does, one per element of a top-level array. Content already in the namespace (same
     normalised-content hash) creates no document: the existing one is reported with
     ``duplicate=True``; if it had failed, it is queued again. The claim on a hash is the
     database's unique constraint, so two racing uploads of the same text yield one document.
@@ -108,7 +110,9 @@ def upload(
         IdempotencyKeyReusedError: the key was used for another request (nothing is written).
         ConflictError: too many concurrent uploads under one ``external_id`` (rare; retry).
     """
-    typed = _checked_metadata(_typed_items(items, ingestion), namespace.indexed_fields)
+    typed = _checked_metadata(
+        _typed_items(items, ingestion, records=records), namespace.indexed_fields
+    )
     tenant_id, namespace_name = namespace.tenant_id, namespace.name
     if idempotency is not None:
         replay = _replay(session, tenant_id, idempotency)
@@ -201,9 +205,10 @@ def _replay(session: Session, tenant_id: str, claim: IdempotencyClaim) -> Upload
 
 
 def _typed_items(
-    items: Sequence[UploadItem], ingestion: IngestionConfig
+    items: Sequence[UploadItem], ingestion: IngestionConfig, *, records: bool
 ) -> list[tuple[UploadItem, str]]:
-    """Each item with its media type, a JSON or JSONL file replaced by one item per record.
+    """Each item with its media type, a file of records (:func:`split_upload` says which,
+    ``records`` asks for them) replaced by one item per record.
 
     A record's item is that record alone (``application/json``), named
     ``<filename>#<external id or position>``; the upload's metadata wins over the record's own,
@@ -219,11 +224,16 @@ def _typed_items(
             continue
         name = item.filename or "upload"
         try:
-            records = split_records(item.data, media_type=media_type, config=ingestion)
+            split = split_upload(
+                item.data, media_type=media_type, config=ingestion, records=records
+            )
         except ParseError as exc:
             raise ParseError(f"{name}: {exc}") from exc
         except DocumentTooLargeError as exc:
             raise DocumentTooLargeError(f"{name}: {exc}") from exc
+        if split is None:  # one document, its JSON flattened at indexing
+            typed.append((item, media_type))
+            continue
         typed.extend(
             (
                 UploadItem(
@@ -231,11 +241,11 @@ def _typed_items(
                     filename=f"{name}#{record.external_id or position}",
                     declared_type=JSON,
                     metadata={**record.metadata, **item.metadata},
-                    external_id=_record_external_id(item, record, position, len(records)),
+                    external_id=_record_external_id(item, record, position, len(split)),
                 ),
                 JSON,
             )
-            for position, record in enumerate(records, start=1)
+            for position, record in enumerate(split, start=1)
         )
     return typed
 

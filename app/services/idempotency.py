@@ -47,11 +47,12 @@ class IdempotencyClaim:
     request_hash: str
 
 
-def request_hash(namespace_id: str, items: Sequence[UploadItem]) -> str:
-    """What makes two uploads the same request: the namespace, and each document's bytes,
-    name, declared type, external id and metadata, in order (not the raw body: a client
-    retrying a multipart upload encodes it with a new random boundary)."""
-    digest = hashlib.sha256(namespace_id.encode() + b"\0")
+def request_hash(namespace_id: str, items: Sequence[UploadItem], *, records: bool = False) -> str:
+    """What makes two uploads the same request: the namespace, each document's bytes, name,
+    declared type, external id and metadata, in order, and the ``records`` option (not the
+    raw body: a client retrying a multipart upload encodes it with a new random boundary)."""
+    # Mixed in only when set: the hashes of keys stored before the option existed still match.
+    digest = hashlib.sha256(namespace_id.encode() + (b"\0records\0" if records else b"\0"))
     for item in items:
         fields = [item.filename, item.declared_type, item.external_id, item.metadata]
         digest.update(json.dumps(fields, sort_keys=True, default=str).encode() + b"\0")

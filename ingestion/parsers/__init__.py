@@ -3,7 +3,8 @@
 One module per format (``text``, ``markdown``, ``html``, ``pdf``, ``word`` for DOCX, ``records``
 for JSON and JSONL); :func:`parse` dispatches on the media type. A format gets a parser by
 adding a module and a row to ``_PARSERS``, and its extensions to ``_SUPPORTED_EXTENSIONS``.
-JSON and JSONL uploads are first split into one document per record (:func:`split_records`).
+JSON and JSONL uploads are first split into one document per record where they hold records
+(:func:`split_upload`); any other JSON file is one document, its leaves flattened to text.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ingestion.parsers.records import (
     parse_jsonl,
     sniff_json,
     split_records,
+    split_upload,
 )
 from ingestion.parsers.text import decode_text, parse_text
 from ingestion.parsers.word import MAIN_PART, parse_docx
@@ -45,6 +47,7 @@ __all__ = [
     "detect_media_type",
     "parse",
     "split_records",
+    "split_upload",
 ]
 
 PDF = "application/pdf"
@@ -234,8 +237,9 @@ def parse(
     """Parse ``data`` as ``media_type`` (one of :data:`SUPPORTED_MEDIA_TYPES`).
 
     Pure: no I/O, no settings read (``config`` carries the limits). The returned text is
-    normalised (:func:`ingestion.normalise.normalise_text`). A JSON or JSONL file must hold one
-    record; :func:`split_records` splits one that holds several.
+    normalised (:func:`ingestion.normalise.normalise_text`). A JSON file is one document (a
+    record, or any other value flattened); a JSONL file must hold one line, and
+    :func:`split_upload` splits one that holds several.
 
     Raises:
         UnsupportedMediaError: ``media_type`` has no parser.

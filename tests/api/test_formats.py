@@ -251,3 +251,80 @@ def test_citations_say_where_the_passage_is_and_chunks_know_their_prompt_cost(in
     request = SearchRequest(vector, where={"document_id": ids["engine.pdf"]}, limit=1)
     [hit] = api.platform.store.search(collection, request)
     assert hit.payload["llm_tokens"] == count_prompt_tokens(hit.payload["text"]) > 0
+
+
+CRANES = {
+    "title": "Cranes",
+    "body": "Whooping cranes winter in the Aransas marshes, where they feast on quillomar crabs.",
+    "range": {"summer": "Wood Buffalo", "counts": [{"year": 2023, "birds": 536}]},
+}
+
+
+def test_a_json_object_without_a_text_field_is_indexed_whole_and_found_by_its_word(
+    api: Api,
+) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs")
+    herons = b"Grey herons stand still in shallow water and spear fish with their bills."
+    response = post_files(
+        api,
+        tenant.write_key,
+        [
+            ("d.json", json.dumps(CRANES).encode(), "application/json"),
+            ("herons.txt", herons, "text/plain"),
+        ],
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert [d["filename"] for d in accepted["documents"]] == ["d.json", "herons.txt"]
+    job = wait_for_job(api, tenant, accepted["job_id"])
+    assert [d["state"] for d in job["documents"]] == ["indexed", "indexed"], job
+
+    found = api.client.post(
+        "/v1/namespaces/docs/search",
+        json={"question": "quillomar", "top_k": 2},
+        headers=api.headers(tenant.query_key),
+    )
+    assert found.status_code == 200, found.text
+    best = found.json()["passages"][0]
+    assert best["document_id"] == accepted["documents"][0]["id"]
+    assert (best["filename"], best["title"]) == ("d.json", "Cranes")
+    assert "body: Whooping cranes" in best["text"]
+    assert "range.counts[0].birds: 536" in best["text"]
+
+
+def test_the_records_option_makes_each_array_element_a_document(api: Api) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs")
+    birds = json.dumps([{"_id": "c", "name": "crane"}, {"_id": "h", "name": "heron"}]).encode()
+    files = [("files", ("birds.json", birds, "application/json"))]
+    keyed = {**api.headers(tenant.write_key), "Idempotency-Key": "birds"}
+    whole = api.client.post("/v1/namespaces/docs/documents", files=files, headers=keyed)
+    assert [d["filename"] for d in whole.json()["documents"]] == ["birds.json"]
+    # The option is part of the request: under the same key it is another request.
+    again = api.client.post(
+        "/v1/namespaces/docs/documents", params={"records": "true"}, files=files, headers=keyed
+    )
+    assert_problem(again, 422, "idempotency-key-reused")
+    split = api.client.post(
+        "/v1/namespaces/docs/documents",
+        params={"records": "true"},
+        files=files,
+        headers=api.headers(tenant.write_key),
+    )
+    assert split.status_code == 202, split.text
+    assert [d["filename"] for d in split.json()["documents"]] == ["birds.json#c", "birds.json#h"]
+    listed = api.client.get(
+        "/v1/namespaces/docs/documents", headers=api.headers(tenant.write_key)
+    ).json()
+    by_name = {d["filename"]: d for d in listed["items"]}
+    assert by_name["birds.json#h"]["metadata"] == {"name": "heron"}
+    assert by_name["birds.json#h"]["external_id"] == "h"
+    assert by_name["birds.json"]["metadata"] == {}
+    bad = api.client.post(
+        "/v1/namespaces/docs/documents",
+        params={"records": "maybe"},
+        files=files,
+        headers=api.headers(tenant.write_key),
+    )
+    assert_problem(bad, 422, "validation-error")

@@ -1,4 +1,4 @@
-"""JSON and JSONL: uploads split into records; one record parsed into a document."""
+"""JSON and JSONL: uploads split into records; a record, or any other JSON, parsed to text."""
 
 from __future__ import annotations
 
@@ -96,17 +96,17 @@ def test_a_jsonl_file_of_one_record_parses_too() -> None:
 
 
 @pytest.mark.parametrize(
-    ("record", "found"),
-    [({"title": "t"}, "has none"), ({"text": 42}, "has a number"), ({"text": None}, "has none")],
+    ("record", "text"),
+    [
+        ({"title": "t", "n": 1}, "title: t\nn: 1"),
+        ({"text": 42, "title": "t"}, "text: 42\ntitle: t"),
+    ],
 )
-def test_a_record_without_a_string_text_field_is_refused_naming_the_field(
-    record: dict[str, Any], found: str
+def test_a_record_without_a_string_text_field_is_flattened(
+    record: dict[str, Any], text: str
 ) -> None:
-    with pytest.raises(ParseError) as caught:
-        parse(json.dumps(record).encode(), media_type=JSON)
-    assert "'text'" in str(caught.value)
-    assert found in str(caught.value)
-    assert "SHOAL_INGESTION__JSON_TEXT_FIELD" in str(caught.value)
+    doc = parse(json.dumps(record).encode(), media_type=JSON)
+    assert (doc.text, doc.title) == (text, "t")
 
 
 def test_parsing_a_file_of_several_records_asks_for_it_to_be_split() -> None:
@@ -121,25 +121,27 @@ def test_a_bad_line_is_refused_naming_its_line_number() -> None:
     assert str(caught.value).startswith("line 3: not valid JSON: ")
 
 
-def test_a_line_that_is_not_an_object_is_refused_naming_its_line_number() -> None:
-    with pytest.raises(ParseError, match="line 2: a JSONL line must be an object, not an array"):
-        split_records(b'{"text": "a"}\n[1, 2]\n', media_type=JSONL)
+def test_a_line_that_is_not_an_object_is_a_record_of_its_own() -> None:
+    records = split_records(b'{"text": "a"}\n["b", 2]\n"c"\n', media_type=JSONL)
+    assert [r.data for r in records] == [b'{"text":"a"}', b'["b",2]', b'"c"']
+    assert (records[1].metadata, records[1].external_id, records[1].title) == ({}, None, None)
+    assert [parse(r.data, media_type=JSON).text for r in records] == ["a", "[0]: b\n[1]: 2", "c"]
 
 
 @pytest.mark.parametrize(
-    ("data", "reason"),
+    ("data", "media_type", "reason"),
     [
-        (b'{"text": "a",}', "not valid JSON"),
-        (b'"just a string"', "not a string"),
-        (b"[1, 2]", "element 0 of the JSON array is a number"),
-        (b"[]", "no JSON records"),
-        (b"  \n\n", "no JSON records"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-        (bytes(range(256)) * 8, "not text"),
+        (b'{"text": "a",}', JSON, "not valid JSON"),
+        (b"[]", JSON, "no JSON records"),
+        (b"  \n\n", JSONL, "no JSON records"),
+        (b"[" * 100_000 + b"]" * 100_000, JSON, "nested too deeply"),
+        (bytes(range(256)) * 8, JSON, "not text"),
+        (b'{"n": ' + b"7" * 5000 + b"}", JSON, "more than 4300 digits; write it as a string"),
     ],
 )
-def test_json_that_holds_no_records_is_refused_with_a_reason(data: bytes, reason: str) -> None:
-    media_type = JSONL if data.strip() == b"" else JSON
+def test_json_that_cannot_be_read_is_refused_with_a_reason(
+    data: bytes, media_type: str, reason: str
+) -> None:
     with pytest.raises(ParseError, match=reason):
         split_records(data, media_type=media_type)
 
