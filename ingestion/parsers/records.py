@@ -17,6 +17,7 @@ or fails with a reason saying what to change. The field names are configured
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,11 @@ METADATA_FIELD = "metadata"
 
 # Any: a JSON object's values are whatever JSON holds.
 JsonObject = dict[str, Any]
+
+# JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text, database or
+# tokenizer takes. A pair is one character once read, so any surrogate left is a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ def _loads(text: str, *, where: str, exact: bool) -> Any:  # Any: whatever the J
     """The JSON value of ``text``; ``exact``: numbers as :class:`~.flatten.Number` literals,
     for indexing, else as Python numbers, for metadata."""
     try:
-        return loads(text) if exact else json.loads(text)
+        value = loads(text) if exact else json.loads(text)
     except json.JSONDecodeError as exc:
         at = f"column {exc.colno}" if where.startswith("line") else f"line {exc.lineno}"
         raise ParseError(f"{where}: not valid JSON: {exc.msg} ({at})") from exc
@@ -215,6 +221,28 @@ def _loads(text: str, *, where: str, exact: bool) -> Any:  # Any: whatever the J
             f"{where}: a number has more than {sys.get_int_max_str_digits()} digits; "
             "write it as a string"
         ) from exc
+    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(text) else value
+
+
+def _without_lone_surrogates(value: Any) -> Any:  # Any: whatever the JSON holds
+    """``value`` with each lone surrogate in its strings and keys made U+FFFD, as an
+    undecodable byte of a text file is; containers are fixed in place, without recursion."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    # Any: JSON objects and arrays, indexed alike by their keys or positions.
+    stack: list[Any] = [value] if isinstance(value, dict | list) else []
+    while stack:
+        node = stack.pop()
+        pairs = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, child in pairs:
+            if isinstance(child, str):
+                child = _SURROGATE.sub("\ufffd", child)
+            elif isinstance(child, dict | list):
+                stack.append(child)
+            node[_SURROGATE.sub("\ufffd", key) if isinstance(key, str) else key] = child
+    return value
 
 
 def _is_object(line: str) -> bool:

@@ -240,3 +240,15 @@ def test_any_json_value_is_indexed_with_every_string_or_fails_for_holding_none(
     assert doc.text == expected
     for leaf in string_leaves(value):
         assert normalise_text(leaf).strip() in doc.text
+
+
+def test_a_lone_surrogate_escape_becomes_a_replacement_character() -> None:
+    """JSON may escape half a UTF-16 pair, which no UTF-8 text or database takes."""
+    whole = b'{"title": "x", "b\\udc00dy": ["a \\ud800 b", "\\ud83d\\ude00"]}'
+    assert split_upload(whole, media_type=JSON) is None
+    assert (
+        parse(whole, media_type=JSON).text == "title: x\nb\ufffddy[0]: a \ufffd b\nb\ufffddy[1]: 😀"
+    )
+    (record,) = split_records(b'{"text": "a \\ud800", "m": {"k": "\\udfff"}}', media_type=JSON)
+    assert record.metadata == {"m": {"k": "\ufffd"}}
+    assert parse(record.data, media_type=JSON).text == "a \ufffd"
