@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,7 +47,8 @@ from ingestion.embedder import Embedder, SentenceTransformerEmbedder
 from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
 from retrieval.cache import CachedEmbedder, EmbeddingCache, MemoryCache, RedisCache
 from retrieval.generation.base import GenerationBackend
-from retrieval.generation.extractive import DEFAULT_MIN_SCORE, ExtractiveGenerator
+from retrieval.generation.evidence import EvidenceGate
+from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.rerank import make_reranker
 from retrieval.resilience import MAX_IN_FLIGHT, Breakers, GuardedBackend, GuardedStore
 from retrieval.stores import make_store
@@ -74,6 +76,7 @@ class Platform:
     celery: Celery | None = None  # distributed mode: the app `shoal worker` runs
     breakers: Breakers | None = None  # the vector store's and each LLM endpoint's
     faults: FaultRegistry | None = None  # fault drills (SHOAL_ENABLE_FAULTS)
+    warm_up_error: str | None = None  # why the background warm-up failed (an exception's name)
 
     @property
     def distributed(self) -> bool:
@@ -114,8 +117,38 @@ class Platform:
         )
 
     def warm_up_in_background(self) -> None:
-        """Load the embedding model off the request path (importing it takes seconds)."""
-        threading.Thread(target=self.embedder.warm_up, name="shoal-warm-up", daemon=True).start()
+        """Load the embedding model and encode once, off the request path.
+
+        Importing and loading it takes ~10 s on 2 cores; until it is done :meth:`model_state`
+        is ``loading`` and ``/readyz`` says 503, so no balancer sends this replica a question
+        that would wait for the model.
+        """
+        threading.Thread(target=self._warm_up, name="shoal-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.embedder.warm_up()
+        except Exception as exc:  # any failure leaves the replica unready; /readyz names it
+            self.warm_up_error = type(exc).__name__
+            log.exception("embedding_model_warm_up_failed", model=self.embedder.model_id)
+            return
+        log.info(
+            "embedding_model_ready",
+            model=self.embedder.model_id,
+            device=self.embedder.device,
+            warm_up_ms=round((time.perf_counter() - started) * 1000),
+        )
+
+    def model_state(self) -> str:
+        """The embedding model, as ``/readyz`` reports it: ``ok`` once it has encoded a text,
+        ``loading`` before, ``error: <exception>`` if the warm-up failed (a later question
+        tries loading it again, and ``ok`` follows if that works)."""
+        if self.embedder.warm:
+            return "ok"
+        if self.warm_up_error is not None:
+            return f"error: {self.warm_up_error}"
+        return "loading"
 
     def close(self) -> None:
         self.usage.close()
@@ -271,12 +304,12 @@ def build_platform(
         max_attempts=settings.workers.max_attempts,
         answers=guarded.answers,
     )
-    min_score = settings.retrieval.min_score
-    min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
-    # Quoted sentences go through the cache too: popular passages are quoted again and again.
+    # Quoted sentences go through the cache too: popular passages are quoted again and again,
+    # and the evidence gate embeds the very sentences the extractive answer then quotes.
     sentences = CachedEmbedder(model, cache, on_lookup=count_cache_lookups("answer"))
+    # The gate decides whether to answer before any backend runs, so backends keep no floor.
     extractive = ExtractiveGenerator(
-        sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=min_score
+        sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=None
     )
     usage = UsageLedger(sessions)
     limits = make_limits(settings)
@@ -288,7 +321,7 @@ def build_platform(
             generators=settings.generators,
             default=settings.routes,
             extractive=extractive,
-            min_score=min_score,
+            min_score=None,
             wrap=guarded.backend,
         ),
         default_top_k=settings.retrieval.top_k,
@@ -299,7 +332,10 @@ def build_platform(
             dense_weight=settings.retrieval.dense_weight,
             lexical_weight=settings.retrieval.lexical_weight,
             fusion=settings.retrieval.fusion,
+            min_score=settings.retrieval.min_score,
+            evidence_threshold=settings.retrieval.evidence_threshold,
         ),
+        gate=EvidenceGate(sentences),
         reranker=make_reranker(settings.retrieval.reranker),
         rerank_candidates=settings.retrieval.rerank_candidates,
         usage=usage,

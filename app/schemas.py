@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from retrieval.config import RoutesConfig
+from retrieval.generation.base import AbstainReason
 from retrieval.stores.base import Fusion, SearchMode
 
 Name = Annotated[
@@ -116,6 +117,24 @@ class SearchSettings(Strict):
     )
     rerank: bool | None = Field(
         None, description="Reorder the candidates with the server's reranker (if configured)."
+    )
+    min_score: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description=(
+            "Abstain unless the best passage's cosine reaches this, instead of the evidence "
+            "gate's decision (`SHOAL_RETRIEVAL__MIN_SCORE`)."
+        ),
+    )
+    evidence_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "The evidence gate's bar for this namespace: lower answers more, higher abstains "
+            "more (`SHOAL_RETRIEVAL__EVIDENCE_THRESHOLD`)."
+        ),
     )
 
 
@@ -281,6 +300,15 @@ class UsageTokens(BaseModel):
 class QueryAnswer(BaseModel):
     answer: str
     answerable: bool
+    abstain_reason: AbstainReason | None = Field(
+        None,
+        description=(
+            "Why the answer abstained: `no_passages` (the search found nothing), "
+            "`weak_evidence` (passages on the topic, but not the answer), `below_min_score` "
+            "(under the namespace's `min_score`), `model_declined` (the model read the "
+            "passages and said they do not answer). Null when it answers."
+        ),
+    )
     citations: list[CitationPublic]
     route: RoutePublic
     degraded: bool = Field(
@@ -294,26 +322,31 @@ class QueryAnswer(BaseModel):
     timings_ms: dict[str, float]
 
 
-class FaultCreate(Strict):
-    """A fault drill (`SHOAL_ENABLE_FAULTS=true`): the target's calls fail or wait."""
-
+class _FaultCreate(Strict):
     target: Literal["vector_store", "embedder", "generator", "cache", "broker"]
-    mode: Literal["error", "delay"]
-    delay_ms: int | None = Field(
-        None,
-        ge=1,
-        le=600_000,
-        description="Wait before each call (required for `delay`; with `error`, then fail).",
-    )
     ttl_s: float | None = Field(
         None, gt=0, le=7 * 24 * 3600, description="Lifetime of the fault. Unset: until cleared."
     )
 
-    @model_validator(mode="after")
-    def _delay_has_a_duration(self) -> FaultCreate:
-        if self.mode == "delay" and self.delay_ms is None:
-            raise ValueError("a delay fault needs delay_ms")
-        return self
+
+class ErrorFaultCreate(_FaultCreate):
+    """A fault drill (`SHOAL_ENABLE_FAULTS=true`): the target's calls fail, as its outage fails
+    them."""
+
+    mode: Literal["error"]
+    delay_ms: int | None = Field(None, ge=1, le=600_000, description="Wait before each call first.")
+
+
+class DelayFaultCreate(_FaultCreate):
+    """A fault drill (`SHOAL_ENABLE_FAULTS=true`): the target's calls wait, then go on."""
+
+    mode: Literal["delay"]
+    delay_ms: int = Field(ge=1, le=600_000, description="Wait before each call.")
+
+
+# The schema says what `mode` requires (a delay needs its duration), so a client's validator
+# knows it too; the router reads `mode` as the discriminator.
+FaultCreate = ErrorFaultCreate | DelayFaultCreate
 
 
 class FaultPublic(BaseModel):

@@ -104,8 +104,21 @@ class RetrievalConfig(BaseModel):
         ge=-1.0,
         le=1.0,
         description=(
-            "Cosine similarity under which the best passage counts as no evidence and the answer "
-            "abstains. Unset: the value calibrated for the default model."
+            "Override of the evidence gate: answer only when the best passage's cosine reaches "
+            "this, and abstain otherwise (the single rule of earlier versions). Unset: the "
+            "evidence gate decides (passage and sentence cosines, question-word coverage, "
+            "margin; bench/RESULTS.md). Namespaces may set their own in `search.min_score`."
+        ),
+    )
+    evidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The evidence gate's bar: the estimated probability that the passages hold the "
+            "answer, under which the answer abstains. Unset: the value fitted with "
+            "`bench/calibrate.py`; lower answers more, higher abstains more, 0 never abstains "
+            "on weak evidence. Namespaces may set their own in `search.evidence_threshold`."
         ),
     )
     max_answer_sentences: int = Field(

@@ -167,9 +167,12 @@ class EndpointPool:
 
 @dataclass(frozen=True)
 class RouteChoice:
-    """Which route answered and why; ``fallbacks`` lists the routes that failed first."""
+    """Which route answered and why; ``fallbacks`` lists the routes that failed first.
 
-    name: RouteName
+    ``none`` when no route ran: the evidence gate abstained before generating.
+    """
+
+    name: RouteName | Literal["none"]
     reason: str
     backend: str
     fallbacks: tuple[str, ...] = field(default_factory=tuple)

@@ -11,7 +11,8 @@ With ``stream: true`` the answer comes as Server-Sent Events:
 - ``route``: ``{name, reason}``, before any text;
 - ``token``: ``{text}``, pieces of the answer in order;
 - ``citations``: ``{citations: [...]}``, as in the JSON answer;
-- ``done``: ``{answer, answerable, route, degraded, degraded_reason, usage, timings_ms}``;
+- ``done``: ``{answer, answerable, abstain_reason, route, degraded, degraded_reason, usage,
+  timings_ms}``;
   ``timings_ms`` includes ``first_token``, the time to the first token;
 - ``error``: ``{title, detail}`` if generation fails after text was sent (before that, a
   failing route falls back and the stream goes on).
@@ -195,6 +196,7 @@ def _public(result: QueryResult) -> QueryAnswer:
     return QueryAnswer(
         answer=answer.text,
         answerable=answer.answerable,
+        abstain_reason=answer.abstain_reason,
         citations=[_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
         route=RoutePublic(name=result.route_name, reason=result.route_reason),
         degraded=result.degraded,

@@ -56,6 +56,7 @@ class AnswerSlot:
         data = {
             "text": result.answer.text,
             "answerable": result.answer.answerable,
+            "abstain_reason": result.answer.abstain_reason,
             "citations": [asdict(c) for c in result.answer.citations],
             "route": [result.route_name, result.route_reason],
             "passages": [
@@ -159,7 +160,10 @@ def _parse(data: Mapping[str, Any]) -> CachedResult:
     passages: Sequence[Mapping[str, Any]] = data["passages"]
     return CachedResult(
         answer=Answer(
-            text=str(data["text"]), answerable=bool(data["answerable"]), citations=citations
+            text=str(data["text"]),
+            answerable=bool(data["answerable"]),
+            citations=citations,
+            abstain_reason=data.get("abstain_reason"),
         ),
         route_name=str(name),
         route_reason=str(reason),

@@ -39,6 +39,8 @@ from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr, FilterError, parse_filter
 from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
+from retrieval.generation.evidence import EvidenceGate, Verdict
+from retrieval.generation.extractive import ABSTAIN_TEXT, abstain
 from retrieval.rerank import Reranker
 from retrieval.resilience import GuardedStore
 from retrieval.routing import Requested, RouteChoice, Router
@@ -64,6 +66,9 @@ class SearchOptions:
     lexical_weight: float = 1.0
     fusion: Fusion = "dbsf"
     rerank: bool = False
+    # Abstention (retrieval.generation.evidence): the one-cosine override, and the gate's bar.
+    min_score: float | None = None
+    evidence_threshold: float | None = None
 
     def overlay(self, overrides: Mapping[str, Any]) -> SearchOptions:
         """These options with every non-None entry of ``overrides`` that names a field."""
@@ -102,6 +107,7 @@ class QueryDeps:
     usage: UsageLedger | None = None  # None: usage is not recorded (evaluation runs)
     limits: RateLimits | None = None  # None: no token budgets
     answers: AnswerCache | None = None  # None: no cached answers while the store is down
+    gate: EvidenceGate | None = None  # None: each backend decides alone whether to answer
 
 
 @dataclass(frozen=True)
@@ -261,18 +267,25 @@ def answer_question(
             found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
         except _OUTAGES as exc:
             return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
-        router = deps.routers.router(namespace.routes)
-        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
         timings = dict(found.timings_ms)
         mark = time.perf_counter()
         try:
-            answer, choice = router.answer(question, found.vector, found.passages, route)
-        except _OUTAGES as exc:  # the extractive answer embeds its sentences
-            _settle(deps, reservation, 0)
+            verdict = _judge(deps, question, found)
+        except _OUTAGES as exc:  # the gate embeds the candidate sentences
             return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
-        except BaseException:
-            _settle(deps, reservation, 0)
-            raise
+        if not verdict.answerable:
+            answer, choice, reservation = _abstention(verdict), _abstained(verdict), None
+        else:
+            router = deps.routers.router(namespace.routes)
+            reservation = _reserve(deps, quotas, namespace, router, question, found, route)
+            try:
+                answer, choice = router.answer(question, found.vector, found.passages, route)
+            except _OUTAGES as exc:  # the extractive answer embeds its sentences
+                _settle(deps, reservation, 0)
+                return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
+            except BaseException:
+                _settle(deps, reservation, 0)
+                raise
     timings["generate"] = _ms_since(mark)
     timings["total"] = _ms_since(started)
     _settle(deps, reservation, answer.prompt_tokens + answer.completion_tokens)
@@ -327,6 +340,18 @@ def stream_answer(
             found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
         except _OUTAGES as exc:
             return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+        try:
+            verdict = _judge(deps, question, found)
+        except _OUTAGES as exc:  # the gate embeds the candidate sentences
+            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+        if not verdict.answerable:
+            abstention = _abstained(verdict)
+            events: Iterator[RouteChoice | StreamEvent] = iter(
+                [Delta(ABSTAIN_TEXT), _abstention(verdict)]
+            )
+            return _stream_events(
+                events, abstention, found, started, tenant_id, key_id, route, deps, None, slot
+            )
         router = deps.routers.router(namespace.routes)
         reservation = _reserve(deps, quotas, namespace, router, question, found, route)
         try:
@@ -393,6 +418,35 @@ def _stream_events(
             # Its tokens are unknown (backends report usage with the final answer), so the
             # reservation is kept whole: the model may well have spent it.
             _record(deps, tenant_id, key_id)
+
+
+def _judge(deps: QueryDeps, question: str, found: Retrieved) -> Verdict:
+    """The evidence gate's verdict on ``found``, under the namespace's abstention options."""
+    if deps.gate is None:
+        return Verdict(True)
+    return deps.gate.judge(
+        question,
+        found.vector,
+        found.passages,
+        min_score=found.options.min_score,
+        threshold=found.options.evidence_threshold,
+    )
+
+
+def _abstention(verdict: Verdict) -> Answer:
+    """The answer when the gate abstains: no backend runs, no model token is spent."""
+    return abstain(verdict.reason or "weak_evidence")
+
+
+def _abstained(verdict: Verdict) -> RouteChoice:
+    """The route of an answer the gate abstained on: none, and why."""
+    why = {
+        "no_passages": "the search found no passage",
+        "below_min_score": "no passage reaches the namespace's min_score",
+    }.get(verdict.reason or "", "the passages do not hold the answer")
+    if verdict.probability is not None:
+        why = f"{why} (evidence {verdict.probability:.2f})"
+    return RouteChoice("none", f"abstained before generating: {why}", "none")
 
 
 def _result(

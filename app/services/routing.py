@@ -69,7 +69,7 @@ class RouterFactory:
         generators: Mapping[str, RouteConfig],
         default: RoutesConfig,
         extractive: GenerationBackend,
-        min_score: float,
+        min_score: float | None,
         wrap: BackendWrapper | None = None,
     ) -> None:
         check_routes(default, generators)

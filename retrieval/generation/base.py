@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from retrieval.stores.base import Payload
+
+# Why an answer abstained: the search found no passage; the passages are on the topic but do not
+# hold the answer (the evidence gate, retrieval.generation.evidence); the best passage is under
+# a configured ``min_score``; the model read the passages and said they do not answer.
+AbstainReason = Literal["no_passages", "weak_evidence", "below_min_score", "model_declined"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class Answer:
     """A generated answer. ``answerable`` is False when the backend abstained.
 
     Markers ``[n]`` in ``text`` refer to ``citations[n - 1]``. Token counts are what an LLM
-    backend was billed; 0 for backends that call no model.
+    backend was billed; 0 for backends that call no model. ``abstain_reason`` says why an
+    abstaining answer abstained (:data:`AbstainReason`); None when it answers.
     """
 
     text: str
@@ -52,6 +58,7 @@ class Answer:
     citations: list[Citation]
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    abstain_reason: AbstainReason | None = None
 
 
 @dataclass(frozen=True)

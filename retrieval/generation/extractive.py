@@ -14,7 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.embedding import Embedder
-from retrieval.generation.base import Answer, Citation, Delta, Passage, StreamEvent
+from retrieval.generation.base import (
+    AbstainReason,
+    Answer,
+    Citation,
+    Delta,
+    Passage,
+    StreamEvent,
+)
 
 ABSTAIN_TEXT = "The documents in this namespace do not contain an answer to this question."
 
@@ -115,9 +122,9 @@ def render_quotes(sentences: Sequence[str]) -> str:
     return " ".join(f'"{sentence}" [{n}]' for n, sentence in enumerate(sentences, start=1))
 
 
-def abstain() -> Answer:
+def abstain(reason: AbstainReason = "below_min_score") -> Answer:
     """The answer when the passages hold no answer: :data:`ABSTAIN_TEXT`, no citations."""
-    return Answer(text=ABSTAIN_TEXT, answerable=False, citations=[])
+    return Answer(text=ABSTAIN_TEXT, answerable=False, citations=[], abstain_reason=reason)
 
 
 def quote(chosen: Sequence[tuple[Passage, str]]) -> Answer:
@@ -162,9 +169,11 @@ class _Candidate:
 class ExtractiveGenerator:
     """A :class:`~retrieval.generation.base.GenerationBackend` that answers by quoting.
 
-    Abstains when there are no passages or the best one scores below ``min_score``. Otherwise
-    quotes the ``max_sentences`` best distinct sentences of the passages that reach
-    ``min_score``, in passage rank then text order. Calls ``embedder.encode`` once per answer.
+    Quotes the ``max_sentences`` best distinct sentences of the first ``max_passages`` passages
+    (retrieval order), in passage then text order. Whether to answer at all is the evidence
+    gate's decision (:mod:`retrieval.generation.evidence`), taken before any backend runs; with
+    ``min_score`` set, passages under it supply no quote and, with none left, it abstains (for
+    direct use without the gate). Calls ``embedder.encode`` once per answer.
     """
 
     def __init__(
@@ -172,7 +181,7 @@ class ExtractiveGenerator:
         embedder: Embedder,
         *,
         max_sentences: int = 3,
-        min_score: float = DEFAULT_MIN_SCORE,
+        min_score: float | None = DEFAULT_MIN_SCORE,
         max_passages: int = MAX_QUOTED_PASSAGES,
     ) -> None:
         if max_sentences < 1 or max_passages < 1:
@@ -198,12 +207,14 @@ class ExtractiveGenerator:
         Raises:
             Whatever ``embedder.encode`` raises.
         """
-        ranked = sorted(passages, key=lambda p: p.score, reverse=True)
+        if not passages:
+            return abstain("no_passages")
+        floor = self._min_score
         # Passages below the bar are weak evidence: they may not supply a quote either.
-        strong = [p for p in ranked if p.score >= self._min_score][: self._max_passages]
+        strong = [p for p in passages if floor is None or p.score >= floor][: self._max_passages]
         candidates = _candidates(strong)
         if not candidates:
-            return abstain()
+            return abstain("below_min_score" if floor is not None else "weak_evidence")
         vectors = self._embedder.encode([c.text for c in candidates])
         scores = score_sentences(vectors, question_vector, [c.passage.score for c in candidates])
         best = np.argsort(-scores, kind="stable")[: self._max_sentences]
@@ -219,13 +230,24 @@ class ExtractiveGenerator:
         yield answer
 
 
-def _candidates(passages: Sequence[Passage]) -> list[_Candidate]:
-    # Overlapping chunks repeat sentences; each is scored once, from its best passage.
+def quotable_sentences(passages: Sequence[Passage]) -> list[tuple[int, str]]:
+    """``(passage index, sentence)`` for every sentence of ``passages`` an answer may quote, in
+    passage then text order: at least three words, each distinct sentence once (overlapping
+    chunks repeat sentences; a sentence belongs to the first passage holding it)."""
     seen: set[str] = set()
-    candidates = []
-    for rank, passage in enumerate(passages):
-        for position, sentence in enumerate(split_sentences(passage.text)):
+    quotable = []
+    for index, passage in enumerate(passages):
+        for sentence in split_sentences(passage.text):
             if len(sentence.split()) >= _MIN_WORDS and sentence not in seen:
                 seen.add(sentence)
-                candidates.append(_Candidate(rank, position, sentence, passage))
+                quotable.append((index, sentence))
+    return quotable
+
+
+def _candidates(passages: Sequence[Passage]) -> list[_Candidate]:
+    positions: dict[int, int] = {}
+    candidates = []
+    for index, sentence in quotable_sentences(passages):
+        position = positions[index] = positions.get(index, -1) + 1
+        candidates.append(_Candidate(index, position, sentence, passages[index]))
     return candidates

@@ -37,7 +37,8 @@ class LocalBackend:
         context_window: Prompt and answer together, in ``cl100k_base`` tokens; keep it below
             the model's own window by the margin its tokenizer needs (SmolLM2's: about 14 %).
             On a CPU the prompt's length is the cost: ~3 s per 1,000 tokens for SmolLM2-135M.
-        min_score: With no passage scoring this much, abstain without running the model.
+        min_score: With no passage scoring this much, abstain without running the model; None
+            when the evidence gate (retrieval.generation.evidence) has already decided.
         device: Where the model runs (``cpu``, ``cuda``, ``cuda:1``).
     """
 
@@ -48,7 +49,7 @@ class LocalBackend:
         gguf_file: str | None = None,
         max_new_tokens: int = 256,
         context_window: int = 2048,
-        min_score: float = DEFAULT_MIN_SCORE,
+        min_score: float | None = DEFAULT_MIN_SCORE,
         device: str = "cpu",
     ) -> None:
         if max_new_tokens < 1 or context_window <= max_new_tokens:

@@ -48,7 +48,8 @@ class OpenAIBackend:
         timeout_s: For connecting and for each read: a whole answer, or the gap between two
             streamed pieces.
         temperature: Sampling temperature; 0 for the most faithful answer.
-        min_score: With no passage scoring this much, abstain without calling the model.
+        min_score: With no passage scoring this much, abstain without calling the model; None
+            when the evidence gate (retrieval.generation.evidence) has already decided.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class OpenAIBackend:
         max_output_tokens: int = 512,
         timeout_s: float = 30.0,
         temperature: float = 0.0,
-        min_score: float = DEFAULT_MIN_SCORE,
+        min_score: float | None = DEFAULT_MIN_SCORE,
     ) -> None:
         if max_output_tokens < 1 or context_window <= max_output_tokens:
             raise ValueError(

@@ -73,20 +73,41 @@ def _passage_header(n: int) -> str:
 
 _PASSAGE_SEPARATOR = "\n\n"
 
+# One bracketed number or list of them, as the model cites passages: "[3]", "[1, 3]".
+_BRACKETED = re.compile(r"\[(\s*\d+(?:\s*,\s*\d+)*\s*)\]")
+
+
+def shown_text(text: str) -> str:
+    """A passage's text as the prompt shows it: its own bracketed numbers in parentheses.
+
+    ``[n]`` in the prompt is only ever a passage header. A passage's own ``[12]`` (a paper's
+    reference) or ``[2]`` (a document posing as the header of another passage) would otherwise
+    read as one, and a model that repeats it would cite the passage of that number.
+    """
+    return _BRACKETED.sub(r"(\1)", text)
+
 
 def _user_message(question: str, passages: Sequence[Passage]) -> str:
     blocks = "".join(
-        f"{_passage_header(n)}{p.text}{_PASSAGE_SEPARATOR}" for n, p in enumerate(passages, 1)
+        f"{_passage_header(n)}{shown_text(p.text)}{_PASSAGE_SEPARATOR}"
+        for n, p in enumerate(passages, 1)
     )
     return f"{blocks}Question: {question}"
 
 
 def passage_tokens(passage: Passage) -> int:
-    """The passage text's token count: the payload's precomputed ``llm_tokens`` when present."""
+    """The passage text's token count as shown (:func:`shown_text`): the payload's
+    precomputed ``llm_tokens`` when present and the text has no bracketed number to rewrite."""
+    shown = shown_text(passage.text)
     recorded = passage.payload.get("llm_tokens")
-    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+    if (
+        isinstance(recorded, int)
+        and not isinstance(recorded, bool)
+        and recorded >= 0
+        and shown == passage.text
+    ):
         return recorded
-    return count_tokens(passage.text)
+    return count_tokens(shown)
 
 
 def passage_cost(n: int, passage: Passage) -> int:
@@ -197,8 +218,21 @@ class AnswerParser:
                 citations=[],
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
+                abstain_reason="model_declined",
             )
             return self._show(ABSTAIN_TEXT), answer
+        if not self._cited and declines("".join(self._shown)):
+            # The model said in its own words that the passages do not answer, instead of the
+            # sentinel: that is an abstention, whatever it streamed.
+            answer = Answer(
+                text="".join(self._shown),
+                answerable=False,
+                citations=[],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                abstain_reason="model_declined",
+            )
+            return rest, answer
         cited = sorted(self._cited, key=self._cited.__getitem__)
         # A model that cited nothing still answered from the prompt: all of it is the evidence.
         sources = [self._passages[n - 1] for n in cited] if cited else self._passages
@@ -229,6 +263,22 @@ class AnswerParser:
         return f"{match.group(1)}{''.join(markers)}" if markers else ""
 
 
+# A reply that cites nothing and says the passages lack the answer, in the words models use
+# for it instead of the sentinel ("The passages do not mention ...", "I cannot answer ...").
+_DECLINES = re.compile(
+    r"\b(?:(?:do|does|did)(?: not|n't) (?:contain|mention|provide|include|say|state|specify|"
+    r"answer|address|discuss)|(?:is|are) not (?:mentioned|provided|specified|stated|given)|"
+    r"no (?:information|mention|answer)\b|(?:cannot|can't|unable to) (?:be )?(?:answer|determine|"
+    r"find|tell))",
+    re.IGNORECASE,
+)
+
+
+def declines(text: str) -> bool:
+    """Whether ``text`` is a model saying that the passages do not hold the answer."""
+    return bool(_DECLINES.search(text))
+
+
 def parse_answer(
     text: str, passages: Sequence[Passage], *, prompt_tokens: int, completion_tokens: int
 ) -> Answer:
@@ -239,20 +289,21 @@ def parse_answer(
     return answer
 
 
-def has_evidence(passages: Sequence[Passage], min_score: float) -> bool:
-    """Whether any passage scores at least ``min_score``: the LLM backends' abstention gate.
+def has_evidence(passages: Sequence[Passage], min_score: float | None) -> bool:
+    """Whether any passage scores at least ``min_score`` (any passage at all when None: the
+    evidence gate has decided already): the LLM backends' own abstention floor.
 
     Below it no model is called. Above it every passage may go into the prompt, weak ones too:
     unlike a quote, a model weighs them against the strong ones and can ignore them.
     """
-    return any(p.score >= min_score for p in passages)
+    return any(min_score is None or p.score >= min_score for p in passages)
 
 
 def grounded_prompt(
     question: str,
     passages: Sequence[Passage],
     *,
-    min_score: float,
+    min_score: float | None,
     context_window: int,
     max_output_tokens: int,
 ) -> Prompt | None:

