@@ -1,8 +1,11 @@
 """Errors of the read path.
 
     RetrievalError
-    ├── StoreUnavailableError       the vector store failed, timed out or its breaker is open
-    │                               (queries fall back; 503 where no fallback exists)
+    ├── StoreError                  the vector store did not do what it was asked
+    │   ├── StoreUnavailableError   it failed, timed out or its breaker is open (an outage:
+    │   │                           queries fall back; 503 where no fallback exists)
+    │   └── StoreRequestError       it answered, refusing the request (a bug: no fallback, no
+    │                               retry, never counted against its breaker; 500)
     ├── EmbeddingUnavailableError   the embedding model could not embed (queries fall back)
     ├── CacheUnavailableError       the embedding cache failed (its callers compute instead)
     └── GenerationUnavailableError  an LLM backend could not answer (a router falls back)
@@ -20,7 +23,12 @@ class RetrievalError(Exception):
     """Base of every error raised by :mod:`retrieval`."""
 
 
-class StoreUnavailableError(RetrievalError):
+class StoreError(RetrievalError):
+    """Base of the vector store's errors: catch it where any failure is handled alike (a
+    best-effort clean-up), one of its two kinds where an outage and a refusal differ."""
+
+
+class StoreUnavailableError(StoreError):
     """Raised when the vector store cannot serve a call (engine error, closed, timed out, or
     its circuit breaker is open).
 
@@ -31,6 +39,28 @@ class StoreUnavailableError(RetrievalError):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StoreRequestError(StoreError):
+    """Raised when the vector store answered and refused the request itself: a vector of the
+    wrong dimension, an upsert into a collection that does not exist, a request its API rejects
+    (an HTTP 4xx other than 401, 403, 408 and 429; gRPC ``INVALID_ARGUMENT``, ``NOT_FOUND``,
+    ``ALREADY_EXISTS``, ``FAILED_PRECONDITION`` or ``OUT_OF_RANGE``; a ``ValueError`` from
+    qdrant-client's local mode; Edge's input errors).
+
+    The store is up, so this is no outage: its breaker counts the call as answered, a query does
+    not fall back to a cached answer, indexing does not retry. What users send is validated
+    before it reaches the store, so the request is a bug of its caller or a deployment at odds
+    with its data (an embedding model whose dimension differs from a collection's): the API
+    answers 500 ``/problems/store-request-rejected`` and logs it. Refused credentials (401, 403)
+    and "not now" (408, 429) are outages instead: :class:`StoreUnavailableError`.
+
+    ``status_code`` is the store's HTTP status when it sent one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class EmbeddingUnavailableError(RetrievalError):

@@ -201,8 +201,10 @@ class GuardedStore:
 
     Every method raises :class:`StoreUnavailableError` at once while the breaker is open, and
     when the wrapped store fails or does not answer within the timeout; its ``retry_after_s``
-    says how long the breaker stays open (1 s while it is still closed). Errors other than
-    ``StoreUnavailableError`` pass through and count as successes: the store answered.
+    says how long the breaker stays open (1 s while it is still closed). Other errors pass
+    through and count as successes, because the store answered: above all
+    :class:`~retrieval.errors.StoreRequestError`, a request the store refused (a bug, or data at
+    odds with the deployment), which must never open the breaker for every other caller.
     """
 
     def __init__(
@@ -299,7 +301,7 @@ class GuardedStore:
         except StoreUnavailableError as exc:
             self.breaker.record(ticket, False)
             raise StoreUnavailableError(str(exc), retry_after_s=self._retry_after_s()) from exc
-        except BaseException:
+        except BaseException:  # StoreRequestError above all: the store answered, with a refusal
             self.breaker.record(ticket, True)
             raise
         self.breaker.record(ticket, True)

@@ -33,7 +33,7 @@ from app.errors import (
 from app.services.faults import FaultRegistryUnavailableError
 from app.services.limits import rate_limit_headers
 from ingestion.errors import DocumentTooLargeError, ParseError, UnsupportedMediaError
-from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
+from retrieval.errors import EmbeddingUnavailableError, StoreRequestError, StoreUnavailableError
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +78,12 @@ LIMITER_UNAVAILABLE = ProblemType(
     503, "limiter-unavailable", "The shared rate limiter is unavailable"
 )
 INTERNAL = ProblemType(500, "internal-error", "Internal server error")
+# The store answered and refused a request Shoal made: a bug, or data at odds with the deployment
+# (a collection of another dimension than the embedding model's). Not the client's fault (what
+# it sent was validated), not an outage (retrying fails alike): a 500 that names its cause.
+STORE_REQUEST_REJECTED = ProblemType(
+    500, "store-request-rejected", "The vector store refused the platform's request"
+)
 
 # Every problem type, for the docs and the test that keeps the README's table honest.
 ALL_PROBLEMS = (
@@ -99,6 +105,7 @@ ALL_PROBLEMS = (
     EMBEDDING_UNAVAILABLE,
     DATABASE_UNAVAILABLE,
     FAULTS_UNAVAILABLE,
+    STORE_REQUEST_REJECTED,
     INTERNAL,
 )
 
@@ -114,6 +121,7 @@ ERROR_PROBLEMS: dict[type[Exception], ProblemType] = {
     UnsupportedMediaError: UNSUPPORTED_MEDIA,
     ParseError: UNPARSABLE,
     StoreUnavailableError: STORE_UNAVAILABLE,
+    StoreRequestError: STORE_REQUEST_REJECTED,
     RateLimitedError: RATE_LIMITED,
     LimiterUnavailableError: LIMITER_UNAVAILABLE,
     EmbeddingUnavailableError: EMBEDDING_UNAVAILABLE,
@@ -184,6 +192,10 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database_unavailable", error=str(exc), path=request.url.path)
         cause = getattr(exc, "orig", None) or exc
         detail = f"the database is unavailable ({type(cause).__name__}); retry shortly"
+    if problem is STORE_REQUEST_REJECTED:
+        # The store's message names internal collections: log it, never send it.
+        log.error("store_request_rejected", error=str(exc), path=request.url.path)
+        detail = "the vector store refused a request the platform made; it has been logged"
     if isinstance(exc, RateLimitedError | LimiterUnavailableError):
         headers = _limit_headers(exc)
     return problem_response(request, problem, detail, headers=headers, **extensions)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Namespace
 from app.errors import ConflictError, InvalidRequestError, NotFoundError
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreError
 from retrieval.stores.base import CollectionSpec, VectorStore
 
 log = structlog.get_logger(__name__)
@@ -67,6 +67,7 @@ def create_namespace(
         InvalidRequestError: an indexed field name the store cannot index.
         ConflictError: the tenant already has a namespace of this name.
         StoreUnavailableError: the vector store could not create the collection.
+        StoreRequestError: the vector store refused to create it.
     """
     check_field_names(indexed_fields)
     namespace = Namespace(
@@ -86,7 +87,7 @@ def create_namespace(
         raise ConflictError(f"a namespace named {name!r} already exists") from exc
     try:
         store.ensure_collection(namespace.collection, collection_spec(namespace))
-    except StoreUnavailableError:
+    except StoreError:
         session.delete(namespace)
         session.commit()
         raise
@@ -165,5 +166,5 @@ def delete_namespace(session: Session, *, tenant_id: str, name: str, store: Vect
     session.commit()
     try:
         store.drop_collection(collection)
-    except StoreUnavailableError:
+    except StoreError:
         log.warning("collection_drop_failed", collection=collection, namespace=name)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Namespace, Tenant
 from app.errors import ConflictError, NotFoundError
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreError
 from retrieval.stores.base import VectorStore
 
 log = structlog.get_logger(__name__)
@@ -76,5 +76,5 @@ def delete_tenant(session: Session, *, tenant_id: str, store: VectorStore) -> No
     for name in collections:
         try:
             store.drop_collection(name)
-        except StoreUnavailableError:
+        except StoreError:
             log.warning("collection_drop_failed", collection=name, tenant_id=tenant_id)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Document, DocumentState
 from app.services.documents import document_where
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreError
 from retrieval.stores.base import VectorStore
 
 log = structlog.get_logger(__name__)
@@ -84,7 +84,7 @@ def remove_points(store: VectorStore, collection: str, documents: Sequence[Docum
     for document in documents:
         try:
             store.delete(collection, where=document_where(document))
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
             log.warning("superseded_points_left", document_id=document.id, error=str(exc))
         else:
             log.info("version_superseded", document_id=document.id, version=document.version)

@@ -8,11 +8,18 @@ once, cached, and its handle shared by every thread; the API server and an in-pr
 share one :class:`EdgeStore`. A multi-process deployment uses the Qdrant server instead.
 
 Edge raises bare ``Exception`` (and ``TypeError`` for a badly typed argument) with no exception
-hierarchy of its own, so every call into it is wrapped by :func:`_engine_errors`.
+hierarchy of its own, so every call into it is wrapped by :func:`_engine_errors`, which tells a
+refused request from a failure by the message.
+
+An open shard reads from memory maps, so a shard directory removed under a running store (or
+moved, or replaced by a file) would go unnoticed by searches, and its writes would go to a
+write-ahead log that no longer has a name, lost at the next start. Each call checks the
+directory first (a stat, microseconds) and fails while it is gone; see :meth:`EdgeStore._open`.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -24,9 +31,10 @@ from typing import overload
 
 import numpy as np
 import qdrant_edge as edge
+import structlog
 
 from retrieval import filters as f
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores.base import (
     TENANT_FIELD,
     TEXT_FIELD,
@@ -45,6 +53,23 @@ from retrieval.stores.base import (
 FLUSH_INTERVAL_S = 5.0
 # Edge writes this file when it creates a shard; a directory without it holds no shard.
 _SHARD_MARKER = "edge_config.json"
+# How Edge's messages (Qdrant's OperationError, the only detail it gives) begin when the request
+# was at fault: the variants the Qdrant server answers 400 rather than 500. The tests pin
+# the ones Shoal can cause (a vector of the wrong dimension, BM25 without a text index).
+_REFUSALS = (
+    "Vector dimension error",
+    "Not existing vector name",
+    "No point with id",
+    "Payload type does not match",
+    "Unable to infer type",
+    "Validation failed",
+    "Wrong input",
+    "Wrong usage of",
+    "No range index",
+    "No appropriate index",
+)
+
+log = structlog.get_logger(__name__)
 
 
 def _index_params(field: str, field_type: str) -> edge.PayloadSchemaParams:
@@ -134,9 +159,14 @@ def _fusion(request: SearchRequest) -> edge.Fusion:
 
 @contextmanager
 def _engine_errors(action: str, name: str) -> Iterator[None]:
+    """Translate Edge's errors: a refused request (its message says so, or an argument Python
+    could not convert) into :class:`StoreRequestError`, the rest into
+    :class:`StoreUnavailableError`."""
     try:
         yield
     except Exception as exc:  # Edge's only exception types are Exception and TypeError
+        if isinstance(exc, TypeError | ValueError) or str(exc).startswith(_REFUSALS):
+            raise StoreRequestError(f"Qdrant Edge refused to {action} {name!r}: {exc}") from exc
         raise StoreUnavailableError(f"Qdrant Edge failed to {action} {name!r}: {exc}") from exc
 
 
@@ -150,6 +180,11 @@ class EdgeStore:
     A call racing :meth:`drop_collection` on the same collection may fail with
     :class:`StoreUnavailableError` (its handle was closed under it); callers drop a collection
     only after deleting the rows that lead to it, so nothing should still be reading it.
+
+    A collection whose directory vanishes while its shard is open (removed, moved away, replaced
+    by a file, unreadable) is *lost*: every call on it fails with :class:`StoreUnavailableError`
+    (it never reads as empty, is never recreated) until the directory is back; then its shard
+    serves again, the same handle if the same directory came back, else one loaded from it.
     """
 
     def __init__(self, root: Path, *, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
@@ -157,6 +192,11 @@ class EdgeStore:
         self._flush_interval_s = flush_interval_s
         self._flushed_at: dict[str, float] = {}  # monotonic time of each shard's last flush
         self._shards: dict[str, edge.EdgeShard] = {}
+        # Each open shard's directory as (device, inode), to notice one replaced under it.
+        self._identity: dict[str, tuple[int, int]] = {}
+        # Lost collections: the shard each had open, and the directory it was opened from.
+        self._lost: dict[str, tuple[edge.EdgeShard, tuple[int, int]]] = {}
+        self._retired: list[edge.EdgeShard] = []  # shards of directories since replaced
         # Guards the cache and every open, create, close and drop. Reads and writes on an open
         # shard need no lock of ours: Edge's handles are safe to share between threads.
         self._lock = threading.Lock()
@@ -202,6 +242,9 @@ class EdgeStore:
             self._check_open()
             shard = self._shards.pop(name, None)
             self._flushed_at.pop(name, None)
+            self._identity.pop(name, None)
+            if name in self._lost:
+                self._retired.append(self._lost.pop(name)[0])
             with _engine_errors("drop", name):
                 if shard is not None:
                     shard.close()
@@ -213,12 +256,13 @@ class EdgeStore:
 
         Raises:
             ValueError: invalid name.
-            StoreUnavailableError: the collection does not exist, or Edge failed (including a
+            StoreRequestError: the collection does not exist, or Edge refused the points (a
                 vector of the wrong dimension).
+            StoreUnavailableError: Edge failed, or the collection is lost.
         """
         shard = self._open(check_collection_name(name))
         if shard is None:
-            raise StoreUnavailableError(f"collection {name!r} does not exist")
+            raise StoreRequestError(f"collection {name!r} does not exist")
         if not points:
             return
         edge_points = [
@@ -236,7 +280,9 @@ class EdgeStore:
 
         Raises:
             ValueError: invalid name.
-            StoreUnavailableError: Edge failed.
+            StoreRequestError: Edge refused the request (a vector of the wrong dimension, BM25 on
+                a shard without a text index).
+            StoreUnavailableError: Edge failed, or the collection is lost.
         """
         shard = self._open(check_collection_name(name))
         if shard is None:
@@ -310,9 +356,12 @@ class EdgeStore:
             return shard.count(request)
 
     def ping(self) -> None:
-        """Raise :class:`StoreUnavailableError` unless the root is a writable directory.
+        """Raise :class:`StoreUnavailableError` unless the root is a writable directory and no
+        collection is lost.
 
-        Creates the root if it is missing, as the first collection would.
+        Creates the root if it is missing, as the first collection would. A lost collection
+        whose directory is back counts as found (its shard serves again on next use), so a ping
+        can be the probe that closes the breaker once the directory is restored.
         """
         self._check_open()
         try:
@@ -322,6 +371,12 @@ class EdgeStore:
                 pass
         except OSError as exc:
             raise StoreUnavailableError(f"vector store root {self._root} unusable: {exc}") from exc
+        with self._lock:
+            lost = sorted(n for n in self._lost if _identity(self._root / n) is None)
+        if lost:
+            raise StoreUnavailableError(
+                f"collections lost, their directories gone from {self._root}: {', '.join(lost)}"
+            )
 
     def close(self) -> None:
         """Close every open shard; every later call raises :class:`StoreUnavailableError`.
@@ -334,6 +389,14 @@ class EdgeStore:
                 return
             self._closed = True
             shards, self._shards = self._shards, {}
+            self._identity.clear()
+            gone = [shard for shard, _ in self._lost.values()] + self._retired
+            self._lost, self._retired = {}, []
+        for shard in gone:
+            try:
+                shard.close()  # nothing to flush: no call reached it since it was lost
+            except Exception as exc:  # Edge's only exception type; its files may be gone
+                log.warning("edge_lost_shard_not_closed", error=str(exc))
         failures = []
         for name, shard in shards.items():
             try:
@@ -351,15 +414,44 @@ class EdgeStore:
     def _open(self, name: str, *, config: None = None) -> edge.EdgeShard | None: ...
 
     def _open(self, name: str, *, config: edge.EdgeConfig | None = None) -> edge.EdgeShard | None:
-        """The open shard for ``name``; with ``config``, created if absent, else None if absent."""
+        """The open shard for ``name``; with ``config``, created if absent, else None if absent.
+
+        An open shard is returned only while its directory is still the one it was opened from
+        (see the class docstring for a lost one).
+
+        Raises:
+            StoreUnavailableError: the collection is lost, or Edge failed to open it.
+        """
+        path = self._root / name
         with self._lock:
             self._check_open()
+            identity = _identity(path)
             shard = self._shards.get(name)
             if shard is not None:
-                return shard
-            path = self._root / name
+                if identity == self._identity[name]:
+                    return shard
+                del self._shards[name]  # its directory vanished, or was replaced, under it
+                self._lost[name] = (shard, self._identity.pop(name))
+                self._flushed_at.pop(name, None)
+                log.error("edge_collection_lost", collection=name, path=str(path))
+            if name in self._lost:
+                if identity is None:
+                    raise StoreUnavailableError(
+                        f"collection {name!r} is lost: its directory {path} vanished "
+                        "(removed, moved, replaced or unreadable) while the store held it open"
+                    )
+                shard, opened_from = self._lost.pop(name)
+                log.warning("edge_collection_back", collection=name, path=str(path))
+                if identity == opened_from:  # the same directory, back: its handle still holds
+                    self._shards[name], self._identity[name] = shard, identity
+                    return shard
+                # Another directory (a copy restored): loaded below. The old shard is closed with
+                # the store, not now: closing one whose files are gone held the GIL for 0.5 s
+                # here (Edge captures a backtrace of its failed flush), and its log's lock is on
+                # a file no longer there, so it blocks nothing.
+                self._retired.append(shard)
             with _engine_errors("open", name):
-                if (path / _SHARD_MARKER).is_file():
+                if identity is not None:
                     # Passing the config makes Edge check the stored shard against it.
                     shard = edge.EdgeShard.load(str(path), config)
                 elif config is not None:
@@ -368,6 +460,7 @@ class EdgeStore:
                 else:
                     return None
             self._shards[name] = shard
+            self._identity[name] = _identity(path) or (0, 0)
             return shard
 
     def _flush_if_due(self, name: str, shard: edge.EdgeShard) -> None:
@@ -387,3 +480,13 @@ class EdgeStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailableError("the vector store is closed")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``path`` as (device, inode) if it holds a shard this process can read, else None."""
+    try:
+        os.stat(path / _SHARD_MARKER)  # fails on a missing, replaced or unreadable directory
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino

@@ -15,10 +15,10 @@ import grpc  # type: ignore[import-untyped]  # grpcio ships no types (types-grpc
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
-from qdrant_client.http.exceptions import ApiException
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from retrieval import filters as f
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores.base import (
     TENANT_FIELD,
     TEXT_FIELD,
@@ -33,9 +33,11 @@ from retrieval.stores.base import (
     payload_indexes,
 )
 
-# What qdrant-client lets through: its own errors over REST (ApiException covers HTTP status
-# errors and transport failures it wraps), raw httpx/gRPC errors on some paths, and in local
-# mode ValueError (bad input, missing collection) and RuntimeError (the client is closed).
+# What qdrant-client lets through: over REST, UnexpectedResponse for an HTTP status it does not
+# expect (status_code says which), ResponseHandlingException for a transport failure or a
+# response it cannot parse, ResourceExhaustedResponse for a 429; grpc.RpcError over gRPC (code()
+# says which); raw httpx errors on some paths; in local mode ValueError (bad input, a missing
+# collection) and RuntimeError (the client is closed).
 _CLIENT_ERRORS: tuple[type[Exception], ...] = (
     ApiException,
     QdrantException,
@@ -44,6 +46,19 @@ _CLIENT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     RuntimeError,
     ValueError,
+)
+# 4xx statuses that are not the request's fault: credentials the server refuses (the store is
+# unusable until an operator fixes them, like a database refusing its password) and "not now".
+_UNAVAILABLE_4XX = frozenset({401, 403, 408, 429})
+# The gRPC codes of a request the server refused (REST's 400, 404, 409, 412 and 416).
+_GRPC_REFUSED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
 )
 
 _SCHEMA: dict[str, models.PayloadSchemaType] = {
@@ -121,11 +136,30 @@ def _filter(where: Where, expr: f.Expr | None = None) -> models.Filter | None:
     return models.Filter(must=conditions) if conditions else None
 
 
+def is_refusal(exc: Exception) -> bool:
+    """Whether ``exc`` is the store refusing the request itself (see
+    :class:`~retrieval.errors.StoreRequestError`), not failing to serve it."""
+    if isinstance(exc, UnexpectedResponse):
+        status = exc.status_code
+        return status is not None and 400 <= status < 500 and status not in _UNAVAILABLE_4XX
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in _GRPC_REFUSED  # an RpcError is a grpc.Call too
+    return isinstance(exc, ValueError)
+
+
 @contextmanager
-def _client_errors(action: str, name: str) -> Iterator[None]:
+def _client_errors(action: str, name: str, *, refusals: bool = True) -> Iterator[None]:
+    """Translate qdrant-client's errors: a refused request into :class:`StoreRequestError`
+    (unless ``refusals`` is False: then every error is an outage), the rest into
+    :class:`StoreUnavailableError`."""
     try:
         yield
     except _CLIENT_ERRORS as exc:
+        if refusals and is_refusal(exc):
+            status = exc.status_code if isinstance(exc, UnexpectedResponse) else None
+            raise StoreRequestError(
+                f"Qdrant refused to {action} {name!r}: {exc}", status_code=status
+            ) from exc
         raise StoreUnavailableError(f"Qdrant failed to {action} {name!r}: {exc}") from exc
 
 
@@ -203,8 +237,9 @@ class ServerStore:
 
         Raises:
             ValueError: invalid name.
-            StoreUnavailableError: the collection does not exist, or Qdrant failed (including a
+            StoreRequestError: the collection does not exist, or Qdrant refused the points (a
                 vector of the wrong dimension).
+            StoreUnavailableError: Qdrant failed.
         """
         check_collection_name(name)
         self._check_open()
@@ -224,6 +259,7 @@ class ServerStore:
 
         Raises:
             ValueError: invalid name.
+            StoreRequestError: Qdrant refused the request (a vector of the wrong dimension).
             StoreUnavailableError: Qdrant failed.
         """
         check_collection_name(name)
@@ -309,9 +345,13 @@ class ServerStore:
             return self._client.count(name, count_filter=count_filter, exact=True).count
 
     def ping(self) -> None:
-        """Raise :class:`StoreUnavailableError` unless Qdrant answers a collection listing."""
+        """Raise :class:`StoreUnavailableError` unless Qdrant answers a collection listing.
+
+        Any error is unavailability here, a refusal too (a URL that is no Qdrant answers 404):
+        the store cannot serve calls.
+        """
         self._check_open()
-        with _client_errors("list", "collections"):
+        with _client_errors("list", "collections", refusals=False):
             self._client.get_collections()
 
     def close(self) -> None:
@@ -319,7 +359,7 @@ class ServerStore:
         if self._closed.is_set():
             return
         self._closed.set()
-        with _client_errors("close", "client"):
+        with _client_errors("close", "client", refusals=False):
             self._client.close()
 
     def _check_open(self) -> None:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 from qdrant_client import QdrantClient
 
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores import CollectionSpec, EdgeStore, Point, ServerStore, VectorStore
 from retrieval.stores.base import Scalar, SearchRequest
 
@@ -248,17 +248,26 @@ def test_a_missing_collection_reads_as_empty(store: VectorStore) -> None:
     assert store.search("never_created", SearchRequest([1.0] * DIM, where={}, limit=5)) == []
 
 
-def test_upsert_into_a_missing_collection_is_unavailable(store: VectorStore) -> None:
-    with pytest.raises(StoreUnavailableError):
+def test_upsert_into_a_missing_collection_is_a_refused_request(store: VectorStore) -> None:
+    # The engine answered (Qdrant's 404): a refusal, never an outage.
+    with pytest.raises(StoreRequestError):
         store.upsert("never_created", make_points(unit_vectors(1)))
 
 
-def test_an_engine_failure_is_a_store_unavailable_error(store: VectorStore) -> None:
+def test_a_vector_of_the_wrong_dimension_is_a_refused_request(store: VectorStore) -> None:
+    # Each engine says so its own way: Edge in its message, qdrant-client's local mode with a
+    # ValueError, a Qdrant server with a 400; all are the store refusing, not failing.
     store.ensure_collection(COLLECTION, SPEC)
+    store.upsert(COLLECTION, make_points(unit_vectors(3)))
     wrong_dimension = Point(id=point_id("d", 0), vector=[1.0] * (DIM + 1), payload={})
-    with pytest.raises(StoreUnavailableError) as caught:
+    with pytest.raises(StoreRequestError) as refused_upsert:
         store.upsert(COLLECTION, [wrong_dimension])
-    assert caught.value.__cause__ is not None  # the engine's error is chained, not lost
+    with pytest.raises(StoreRequestError) as refused_search:
+        store.search(COLLECTION, SearchRequest([1.0] * (DIM + 1), where={}, limit=3))
+    for caught in (refused_upsert, refused_search):
+        assert not isinstance(caught.value, StoreUnavailableError)
+        assert caught.value.__cause__ is not None  # the engine's error is chained, not lost
+    assert store.count(COLLECTION, where={}) == 3  # nothing written, and the store still serves
 
 
 def test_an_unknown_index_type_is_rejected(store: VectorStore) -> None:

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import grpc  # type: ignore[import-untyped]  # grpcio ships no types
+import httpx
 import numpy as np
 import pytest
 import qdrant_edge
 from pydantic import ValidationError
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval.config import VectorStoreConfig
-from retrieval.errors import StoreUnavailableError
+from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores import CollectionSpec, EdgeStore, Point, ServerStore, make_store
 from retrieval.stores.base import SearchRequest
+from retrieval.stores.server import is_refusal
 
 SPEC = CollectionSpec(dimension=4)
 
@@ -193,3 +202,178 @@ def test_a_timeout_must_be_positive() -> None:
 def test_the_api_key_is_kept_secret() -> None:
     config = VectorStoreConfig(url="https://qdrant.example", api_key="s3cret")
     assert "s3cret" not in repr(config)
+
+
+# --- real faults under a running store -----------------------------------------------------------
+# Tests run as root, whom chmod 000 does not stop, so the directory is taken away instead: the
+# faults below stop root as they stop anyone, and chmod stops every other user the same way
+# (the store's check is a stat inside the directory, which needs its search permission).
+
+
+def _removed(shard: Path) -> Callable[[], None]:
+    backup = shard.with_name("backup")
+    shutil.copytree(shard, backup)
+    shutil.rmtree(shard)
+
+    def restore() -> None:
+        shutil.copytree(backup, shard)
+
+    return restore
+
+
+def _moved_away(shard: Path) -> Callable[[], None]:
+    away = shard.with_name("away")
+    shard.rename(away)
+
+    def restore() -> None:
+        away.rename(shard)
+
+    return restore
+
+
+def _replaced_by_a_file(shard: Path) -> Callable[[], None]:
+    away = shard.with_name("away")
+    shard.rename(away)
+    shard.write_text("a file where the shard's directory was")
+
+    def restore() -> None:
+        shard.unlink()
+        away.rename(shard)
+
+    return restore
+
+
+FAULTS = {"removed": _removed, "moved away": _moved_away, "replaced by a file": _replaced_by_a_file}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_edge_fails_while_an_open_collections_directory_is_gone_and_serves_it_when_back(
+    tmp_path: Path, fault: str
+) -> None:
+    store = EdgeStore(tmp_path / "qdrant")
+    store.ensure_collection("ns_a", SPEC)
+    store.upsert("ns_a", points(10))
+    query = SearchRequest([1.0, 0.0, 0.0, 0.0], where={}, limit=3)
+    assert len(store.search("ns_a", query)) == 3  # open, and read from memory maps from now on
+
+    restore = FAULTS[fault](tmp_path / "qdrant" / "ns_a")
+
+    for call in (
+        lambda: store.search("ns_a", query),
+        lambda: store.count("ns_a", where={}),
+        lambda: store.upsert("ns_a", points(1, seed=9)),
+        lambda: store.delete("ns_a", where={"document_id": "d"}),
+        lambda: store.ensure_collection("ns_a", SPEC),  # never recreated empty
+    ):
+        with pytest.raises(StoreUnavailableError, match="'ns_a' is lost"):
+            call()
+    with pytest.raises(StoreUnavailableError, match="ns_a"):
+        store.ping()  # readiness says which
+    store.ensure_collection("ns_b", SPEC)  # the others are untouched
+
+    restore()
+
+    store.ping()
+    assert len(store.search("ns_a", query)) == 3
+    assert store.count("ns_a", where={}) == 10
+    store.upsert("ns_a", points(5, seed=1))  # written where the shard is now
+    store.close()
+    reopened = EdgeStore(tmp_path / "qdrant")
+    assert reopened.count("ns_a", where={}) == 15
+    reopened.close()
+
+
+def test_edge_reloads_a_collection_whose_directory_was_replaced_between_calls(
+    tmp_path: Path,
+) -> None:
+    store = EdgeStore(tmp_path / "qdrant")
+    store.ensure_collection("ns_a", SPEC)
+    store.upsert("ns_a", points(10))
+    store.close()
+    shutil.copytree(tmp_path / "qdrant" / "ns_a", tmp_path / "copy")
+    store = EdgeStore(tmp_path / "qdrant")
+    assert store.count("ns_a", where={}) == 10
+
+    shutil.rmtree(tmp_path / "qdrant" / "ns_a")  # restored from a copy before any call noticed
+    (tmp_path / "copy").rename(tmp_path / "qdrant" / "ns_a")
+
+    store.upsert("ns_a", points(5, seed=1))  # into the directory there now, not the old one
+    store.close()
+    reopened = EdgeStore(tmp_path / "qdrant")
+    assert reopened.count("ns_a", where={}) == 15
+    reopened.close()
+
+
+def test_edge_refuses_bm25_on_a_shard_without_a_text_index(tmp_path: Path) -> None:
+    # A shard made before hybrid search, never passed through ensure_collection since.
+    config = qdrant_edge.EdgeConfig(
+        vectors=qdrant_edge.EdgeVectorParams(size=4, distance=qdrant_edge.Distance.Cosine)
+    )
+    (tmp_path / "qdrant").mkdir()
+    qdrant_edge.EdgeShard.create(str(tmp_path / "qdrant" / "ns_a"), config).close()
+    store = EdgeStore(tmp_path / "qdrant")
+    lexical = SearchRequest([1.0, 0.0, 0.0, 0.0], where={}, limit=3, text="otters", mode="lexical")
+
+    with pytest.raises(StoreRequestError, match="text index"):
+        store.search("ns_a", lexical)
+    store.close()
+
+
+@pytest.fixture
+def not_qdrant(tmp_path: Path) -> Iterator[str]:
+    """A real web server that is no Qdrant (Python's, serving an empty directory): every path
+    Qdrant's client asks for is a 404, as behind a wrong ``SHOAL_QDRANT_URL``."""
+    (tmp_path / "www").mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_that_answers_4xx_refuses_and_readiness_still_fails(not_qdrant: str) -> None:
+    store = ServerStore(QdrantClient(url=not_qdrant, timeout=5, check_compatibility=False))
+    query = SearchRequest([1.0, 0.0, 0.0, 0.0], where={}, limit=1)
+
+    with pytest.raises(StoreRequestError) as refused:
+        store.search("ns_a", query)
+    assert refused.value.status_code == 404
+    assert isinstance(refused.value.__cause__, UnexpectedResponse)
+    with pytest.raises(StoreRequestError):
+        store.count("ns_a", where={})
+    with pytest.raises(StoreUnavailableError):
+        store.ping()  # whatever answers there, it cannot serve calls
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [(400, True), (404, True), (409, True), (422, True), (401, False), (403, False),
+     (408, False), (429, False), (500, False), (502, False), (503, False)],
+)  # fmt: skip
+def test_http_4xx_is_a_refusal_except_refused_credentials_and_not_now(
+    status: int, refused: bool
+) -> None:
+    response = httpx.Response(status, request=httpx.Request("GET", "http://qdrant/collections"))
+    assert is_refusal(UnexpectedResponse.for_response(response)) is refused
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [(grpc.StatusCode.INVALID_ARGUMENT, True), (grpc.StatusCode.NOT_FOUND, True),
+     (grpc.StatusCode.FAILED_PRECONDITION, True), (grpc.StatusCode.UNAVAILABLE, False),
+     (grpc.StatusCode.DEADLINE_EXCEEDED, False), (grpc.StatusCode.UNAUTHENTICATED, False),
+     (grpc.StatusCode.RESOURCE_EXHAUSTED, False), (grpc.StatusCode.INTERNAL, False)],
+)  # fmt: skip
+def test_grpc_codes_of_a_refused_request_are_refusals(code: object, refused: bool) -> None:
+    error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert is_refusal(error) is refused
+
+
+def test_transport_failures_are_outages_and_local_mode_value_errors_refusals() -> None:
+    assert not is_refusal(ResponseHandlingException(httpx.ConnectError("refused")))
+    assert not is_refusal(RuntimeError("QdrantLocal instance is closed"))
+    assert not is_refusal(OSError("disk"))
+    assert is_refusal(ValueError("Collection ns_a not found"))
