@@ -138,7 +138,7 @@ def list_documents(
     caller: CallerDep,
     session: SessionDep,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),  # past 2**63 the database's integer overflowed
 ) -> DocumentPage:
     namespace = namespaces.get_namespace(
         session, tenant_id=authorize_tenant_reader(caller), name=ns
