@@ -126,6 +126,8 @@ class Platform:
         threading.Thread(target=self._warm_up, name="shoal-warm-up", daemon=True).start()
 
     def _warm_up(self) -> None:
+        if self.embedder.warm:  # shared with a platform that warmed it (tests, benchmarks)
+            return
         started = time.perf_counter()
         try:
             self.embedder.warm_up()

@@ -3,7 +3,8 @@
 Everything chunking needs (token counts, the sequence limit, the vector size) comes from the
 model directory's files and the ``tokenizers`` library, so the API and the CLI start without
 importing torch. The model itself loads on the first :meth:`SentenceTransformerEmbedder.encode`
-or :meth:`~SentenceTransformerEmbedder.warm_up` call: importing sentence-transformers costs ~7 s.
+or :meth:`~SentenceTransformerEmbedder.warm_up` call: importing sentence-transformers costs ~7 s,
+and the first forward pass more than the later ones, so a server warms up before it says ready.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class SentenceTransformerEmbedder:
         self._model: Any = None  # a SentenceTransformer; the package ships no types
         self._batch_size = config.batch_size or CPU_BATCH_SIZE  # set for the device on load
         self._load_lock = threading.Lock()
+        self._encoded = threading.Event()  # set by the first encode that returns vectors
 
     @property
     def model_id(self) -> str:
@@ -125,9 +127,17 @@ class SentenceTransformerEmbedder:
         """Chunks per forward pass: the setting, else the device's default once loaded."""
         return self._batch_size
 
+    @property
+    def warm(self) -> bool:
+        """True once the model has loaded and encoded a text: a question now pays for neither."""
+        return self._encoded.is_set()
+
     def warm_up(self) -> None:
-        """Load the model now rather than on the first :meth:`encode`."""
-        self._load()
+        """Load the model and encode one text now, rather than on the first real :meth:`encode`.
+
+        Whatever loading the model raises (a missing or corrupt weight file) is raised here.
+        """
+        self.encode(["warm-up"])
 
     def encode(
         self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
@@ -169,6 +179,7 @@ class SentenceTransformerEmbedder:
         # and right for models whose pipeline has no Normalize module.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         normalised: npt.NDArray[np.float32] = vectors / np.maximum(norms, np.float32(1e-12))
+        self._encoded.set()
         return normalised
 
     def _load(self) -> Any:  # Any: SentenceTransformer is untyped

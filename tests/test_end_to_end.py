@@ -42,7 +42,7 @@ class Server:
             [*SHOAL, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
+    def wait_ready(self, timeout_s: float = 300) -> None:  # ready includes the model warm-up
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "shoal serve exited"

@@ -26,14 +26,16 @@ async def healthz() -> dict[str, str]:  # async: no worker thread, even on a sat
     responses={503: {"description": "Not ready: the same body, `checks` saying what failed."}},
 )
 def readyz(platform: PlatformDep) -> JSONResponse:
-    """Ready while the database answers; 503 naming it when it does not.
+    """Ready once the embedding model has loaded and encoded, while the database answers; 503
+    naming what is missing otherwise (``model``: ``loading`` for the first seconds after start).
 
-    The vector store, the broker and the cache are checked and reported too, as ``degraded``
-    when down, without making the replica unready: each has a fallback (degraded or cached
-    answers behind the store's breaker; uploads recorded and queued later by the reaper;
-    embeddings computed), and every replica shares them, so taking replicas out of the load
-    balancer for their outage would turn a degraded service into no service. Without the
-    database no key can be checked at all.
+    Until the model is warm every question would wait for it (~10 s on 2 cores); without the
+    database no key can be checked at all. The vector store, the broker and the cache are
+    checked and reported too, as ``degraded`` when down, without making the replica unready:
+    each has a fallback (degraded or cached answers behind the store's breaker; uploads
+    recorded and queued later by the reaper; embeddings computed), and every replica shares
+    them, so taking replicas out of the load balancer for their outage would turn a degraded
+    service into no service.
     """
     checks: dict[str, Any] = {}
     try:
@@ -63,7 +65,8 @@ def readyz(platform: PlatformDep) -> JSONResponse:
     else:
         checks["broker"] = "ok" if depth >= 0 else "degraded: broker unreachable"
     checks["queue_depth"] = depth
-    ready = checks["database"] == "ok"
+    checks["model"] = platform.model_state()
+    ready = checks["database"] == "ok" and checks["model"] == "ok"
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,

@@ -79,12 +79,22 @@ def test_counting_and_empty_encoding_never_import_torch() -> None:
         "e = SentenceTransformerEmbedder(EmbeddingConfig())\n"
         "e.count_tokens('some text')\n"
         "assert e.encode([]).shape == (0, 384)\n"
+        "assert not e.warm\n"
         "print(sorted({'torch', 'sentence_transformers'} & set(sys.modules)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_warm_up_loads_the_model_and_encodes_once() -> None:
+    fresh = SentenceTransformerEmbedder(EmbeddingConfig())
+    assert (fresh.warm, fresh.device) == (False, None)
+    fresh.warm_up()
+    assert fresh.warm
+    assert fresh.device is not None  # loaded
 
 
 @pytest.mark.slow
