@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from contextlib import AbstractContextManager
 
+import structlog
 from pypdf import Configuration, PasswordType, PdfReader, apply_configuration
 from pypdf.errors import DependencyError, LimitReachedError
 
@@ -17,6 +18,8 @@ from ingestion.config import IngestionConfig
 from ingestion.document import Page, ParsedDocument
 from ingestion.errors import DocumentTooLargeError, ParseError
 from ingestion.normalise import normalise_text
+
+log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/pdf"
 PAGE_SEPARATOR = "\n\n"
@@ -139,7 +142,8 @@ def _title(reader: PdfReader) -> str | None:
     try:
         metadata = reader.metadata
         title = metadata.title if metadata is not None else None
-    except Exception:  # a broken information dictionary costs only the title
+    except Exception as exc:  # a broken information dictionary costs only the title
+        log.warning("pdf_title_unreadable", error=type(exc).__name__, detail=_describe(exc))
         return None
     if not isinstance(title, str):
         return None

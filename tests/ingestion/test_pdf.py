@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from structlog.testing import capture_logs
 
 from ingestion.config import IngestionConfig
 from ingestion.document import ParsedDocument
@@ -42,6 +43,22 @@ def test_a_page_without_text_is_an_empty_span_between_its_neighbours() -> None:
 def test_title_comes_from_the_metadata() -> None:
     assert parse_pdf(make_pdf(PAPER, title="  Tidal   Energy ")).title == "Tidal Energy"
     assert parse_pdf(make_pdf(PAPER)).title is None
+
+
+def test_an_unreadable_information_dictionary_costs_only_the_title_and_is_logged() -> None:
+    data = make_pdf(PAPER, title="Tidal")
+    info = b"<< /Title (Tidal) /Producer (Shoal tests) >>"
+    assert data.count(info) == 1
+    # An array where the trailer's /Info must point to a dictionary, at the same offsets.
+    broken = data.replace(info, b"[" + b" " * (len(info) - 2) + b"]")
+    with capture_logs() as logs:
+        doc = parse_pdf(broken)
+    assert doc.title is None
+    assert doc.text == "\n\n".join(PAPER)
+    [event] = [e for e in logs if e["event"] == "pdf_title_unreadable"]
+    assert event["log_level"] == "warning"
+    assert event["error"] == "PdfReadError"
+    assert "document information dictionary" in event["detail"]
 
 
 def test_uncompressed_content_streams_are_read_too() -> None:
