@@ -276,7 +276,7 @@ class EdgeStore:
     def search(self, name: str, request: SearchRequest) -> list[Hit]:
         """The best points for ``request``, best first ([] if the collection is missing).
 
-        Hybrid mode is one engine call: two prefetches (dense, BM25) fused by weighted RRF.
+        Hybrid mode is one engine call: two prefetches (dense, BM25) fused by DBSF or weighted RRF.
 
         Raises:
             ValueError: invalid name.

@@ -255,7 +255,7 @@ class ServerStore:
     def search(self, name: str, request: SearchRequest) -> list[Hit]:
         """The best points for ``request``, best first ([] if the collection is missing).
 
-        Hybrid mode is one call: two prefetches (dense, BM25) fused by weighted RRF.
+        Hybrid mode is one call: two prefetches (dense, BM25) fused by DBSF or weighted RRF.
 
         Raises:
             ValueError: invalid name.
