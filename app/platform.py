@@ -36,7 +36,7 @@ from app.services.fault_adapters import (
 )
 from app.services.faults import FaultRegistry, make_fault_registry
 from app.services.limits import FailoverLimiter, LocalLimiter, RateLimits, RedisLimiter
-from app.services.query import QueryDeps, SearchOptions
+from app.services.query import QueryDeps
 from app.services.reaper import Reaper
 from app.services.routing import RouterFactory
 from app.services.scheduling import enqueue_fairly
@@ -327,16 +327,7 @@ def build_platform(
             wrap=guarded.backend,
         ),
         default_top_k=settings.retrieval.top_k,
-        search=SearchOptions(
-            mode=settings.retrieval.mode,
-            candidates=settings.retrieval.candidates,
-            rrf_k=settings.retrieval.rrf_k,
-            dense_weight=settings.retrieval.dense_weight,
-            lexical_weight=settings.retrieval.lexical_weight,
-            fusion=settings.retrieval.fusion,
-            min_score=settings.retrieval.min_score,
-            evidence_threshold=settings.retrieval.evidence_threshold,
-        ),
+        search=settings.retrieval.search_options(),
         gate=EvidenceGate(sentences),
         reranker=make_reranker(settings.retrieval.reranker),
         rerank_candidates=settings.retrieval.rerank_candidates,

@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from retrieval.config import RoutesConfig
+from retrieval.config import Fusion, RoutesConfig, SearchMode
 from retrieval.generation.base import AbstainReason
-from retrieval.stores.base import Fusion, SearchMode
 
 Name = Annotated[
     str,
@@ -96,7 +95,10 @@ class UsagePublic(BaseModel):
 
 class SearchSettings(Strict):
     """How a namespace's queries search; unset fields take the server's defaults
-    (``SHOAL_RETRIEVAL__...``). A query may override ``mode`` and ``rerank``."""
+    (``SHOAL_RETRIEVAL__...``). A query may override ``mode`` and ``rerank``.
+
+    The fields of :class:`retrieval.config.SearchOptions`, each optional (a test holds them
+    equal, bounds included)."""
 
     mode: SearchMode | None = Field(
         None,
@@ -109,6 +111,10 @@ class SearchSettings(Strict):
         None,
         description="`dbsf` (distribution-based score fusion) or `rrf` (reciprocal rank fusion).",
     )
+    candidates: int | None = Field(
+        None, ge=10, le=1000, description="Points each signal contributes to hybrid fusion."
+    )
+    rrf_k: int | None = Field(None, ge=1, le=1000, description="The k of `rrf` fusion.")
     dense_weight: float | None = Field(
         None, ge=0, le=10, description="Dense weight (`rrf` only; `dbsf` takes none)."
     )

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.config import ChunkingConfig, EmbeddingConfig, IngestionConfig
@@ -21,9 +21,9 @@ from retrieval.config import (
     CacheConfig,
     RouteConfig,
     RoutesConfig,
+    SearchOptions,
     VectorStoreConfig,
 )
-from retrieval.stores.base import Fusion, SearchMode
 
 
 class ApiConfig(BaseModel):
@@ -95,56 +95,17 @@ class WorkerConfig(BaseModel):
     )
 
 
-class RetrievalConfig(BaseModel):
-    """Query defaults (``SHOAL_RETRIEVAL__...``)."""
+class RetrievalConfig(SearchOptions):
+    """Query defaults (``SHOAL_RETRIEVAL__...``): the search options every namespace starts
+    from (:class:`retrieval.config.SearchOptions`, whose fields and defaults these are), and
+    the server-wide rest."""
+
+    model_config = ConfigDict(frozen=False)
 
     top_k: int = Field(5, ge=1, le=50, description="Passages retrieved when a query names none.")
-    min_score: float | None = Field(
-        None,
-        ge=-1.0,
-        le=1.0,
-        description=(
-            "Override of the evidence gate: answer only when the best passage's cosine reaches "
-            "this, and abstain otherwise (the single rule of earlier versions). Unset: the "
-            "evidence gate decides (passage and sentence cosines, question-word coverage, "
-            "margin; bench/RESULTS.md). Namespaces may set their own in `search.min_score`."
-        ),
-    )
-    evidence_threshold: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "The evidence gate's bar: the estimated probability that the passages hold the "
-            "answer, under which the answer abstains. Unset: the value fitted with "
-            "`bench/calibrate.py`; lower answers more, higher abstains more, 0 never abstains "
-            "on weak evidence. Namespaces may set their own in `search.evidence_threshold`."
-        ),
-    )
     max_answer_sentences: int = Field(
         3, ge=1, le=20, description="Sentences quoted by the extractive answer."
     )
-    mode: SearchMode = Field(
-        "hybrid",
-        description=(
-            "Default search of namespaces that set none: `hybrid` (dense + BM25, merged as "
-            "`fusion` says), `dense` or `lexical` (bench/RESULTS.md compares them)."
-        ),
-    )
-    candidates: int = Field(
-        100, ge=10, le=1000, description="Points each signal contributes to hybrid fusion."
-    )
-    fusion: Fusion = Field(
-        "dbsf",
-        description=(
-            "How hybrid search merges dense and BM25: `dbsf` (distribution-based score fusion: "
-            "each ranking's scores standardised, then summed; no parameters) or `rrf` "
-            "(reciprocal rank fusion with `rrf_k` and the weights). bench/RESULTS.md compares them."
-        ),
-    )
-    rrf_k: int = Field(60, ge=1, le=1000, description="The k of reciprocal rank fusion.")
-    dense_weight: float = Field(1.0, ge=0, le=10, description="Weight of the dense ranking.")
-    lexical_weight: float = Field(1.0, ge=0, le=10, description="Weight of the BM25 ranking.")
     reranker: str = Field(
         "identity",
         description=(

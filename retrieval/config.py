@@ -2,10 +2,93 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+# How a search ranks: by the dense vector, by BM25 over the chunk text, or both fused.
+SearchMode = Literal["dense", "lexical", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
+
+# How hybrid search merges its two rankings: reciprocal rank fusion (weighted) or
+# distribution-based score fusion (each list's scores standardised, then summed).
+Fusion = Literal["rrf", "dbsf"]
+
+
+class SearchOptions(BaseModel):
+    """How a query searches and when it abstains: the one model of these options.
+
+    The server's defaults (``SHOAL_RETRIEVAL__...``: ``app.settings.RetrievalConfig`` extends
+    this model), a namespace's stored ``search`` settings and a query's overrides are all this
+    model's fields; :meth:`overlay` layers them. Its defaults are the only ones; a test holds
+    the settings, the store's :class:`~retrieval.stores.base.SearchRequest`, the OpenAPI schema
+    and the README to them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: SearchMode = Field(
+        "hybrid",
+        description=(
+            "`hybrid` (dense + BM25, merged as `fusion` says), `dense` or `lexical` "
+            "(bench/RESULTS.md compares them)."
+        ),
+    )
+    candidates: int = Field(
+        100, ge=10, le=1000, description="Points each signal contributes to hybrid fusion."
+    )
+    fusion: Fusion = Field(
+        "dbsf",
+        description=(
+            "How hybrid search merges dense and BM25: `dbsf` (distribution-based score fusion: "
+            "each ranking's scores standardised, then summed; no parameters) or `rrf` "
+            "(reciprocal rank fusion with `rrf_k` and the weights). bench/RESULTS.md compares them."
+        ),
+    )
+    rrf_k: int = Field(60, ge=1, le=1000, description="The k of reciprocal rank fusion.")
+    dense_weight: float = Field(
+        1.0, ge=0, le=10, description="Weight of the dense ranking (`rrf` only)."
+    )
+    lexical_weight: float = Field(
+        1.0, ge=0, le=10, description="Weight of the BM25 ranking (`rrf` only)."
+    )
+    rerank: bool = Field(
+        False, description="Reorder the candidates with the server's reranker (if configured)."
+    )
+    min_score: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Override of the evidence gate: answer only when the best passage's cosine reaches "
+            "this, and abstain otherwise (the single rule of earlier versions). Unset: the "
+            "evidence gate decides (passage and sentence cosines, question-word coverage, "
+            "margin; bench/RESULTS.md)."
+        ),
+    )
+    evidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "The evidence gate's bar: the estimated probability that the passages hold the "
+            "answer, under which the answer abstains. Unset: the value fitted with "
+            "`bench/calibrate.py`; lower answers more, higher abstains more, 0 never abstains "
+            "on weak evidence."
+        ),
+    )
+
+    def overlay(self, overrides: Mapping[str, Any]) -> SearchOptions:
+        """These options with every non-None entry of ``overrides`` that names a field."""
+        names = SearchOptions.model_fields
+        changes = {k: v for k, v in overrides.items() if k in names and v is not None}
+        return self.model_copy(update=changes) if changes else self
+
+    def search_options(self) -> SearchOptions:
+        """Only the search options (a subclass, such as the server's settings, has more)."""
+        return SearchOptions(**{name: getattr(self, name) for name in SearchOptions.model_fields})
 
 
 class VectorStoreConfig(BaseModel):

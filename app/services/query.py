@@ -35,6 +35,7 @@ from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
 from retrieval.answers import AnswerCache
 from retrieval.cache import EmbeddingCache, cache_scope, embed_query, normalise_query
+from retrieval.config import SearchOptions
 from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr, FilterError, parse_filter
@@ -45,7 +46,7 @@ from retrieval.rerank import Reranker
 from retrieval.resilience import GuardedStore
 from retrieval.routing import Requested, RouteChoice, Router
 from retrieval.search import MAX_LIMIT, search
-from retrieval.stores.base import Fusion, Hit, SearchMode, SearchRequest, VectorStore
+from retrieval.stores.base import Hit, SearchRequest, VectorStore
 
 # Searches of one question while hits keep being dropped (see _search_visible).
 _SEARCH_ATTEMPTS = 3
@@ -53,28 +54,6 @@ _SEARCH_ATTEMPTS = 3
 METADATA_PREFIX = "metadata."
 # What keeps a query from searching; it then answers degraded (see answer_question).
 _OUTAGES = (StoreUnavailableError, EmbeddingUnavailableError)
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How one query searches: the server's defaults, then the namespace's, then the query's."""
-
-    mode: SearchMode = "hybrid"
-    candidates: int = 100
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
-    fusion: Fusion = "dbsf"
-    rerank: bool = False
-    # Abstention (retrieval.generation.evidence): the one-cosine override, and the gate's bar.
-    min_score: float | None = None
-    evidence_threshold: float | None = None
-
-    def overlay(self, overrides: Mapping[str, Any]) -> SearchOptions:
-        """These options with every non-None entry of ``overrides`` that names a field."""
-        names = {f.name for f in dataclasses.fields(self)}
-        changes = {k: v for k, v in overrides.items() if k in names and v is not None}
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -101,7 +80,7 @@ class QueryDeps:
     cache: EmbeddingCache
     default_top_k: int
     routers: RouterFactory
-    search: SearchOptions = SearchOptions()
+    search: SearchOptions = field(default_factory=SearchOptions)
     reranker: Reranker | None = None
     rerank_candidates: int = 30
     usage: UsageLedger | None = None  # None: usage is not recorded (evaluation runs)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.config import Fusion, SearchMode
 from retrieval.filters import Expr
 
 # Payload values are JSON: this is a boundary type.
@@ -26,14 +27,6 @@ Where = Mapping[str, Scalar]
 
 # The payload field holding a chunk's text; stores index it for BM25.
 TEXT_FIELD = "text"
-
-# How a search ranks: by the dense vector, by BM25 over TEXT_FIELD, or both fused (Fusion).
-SearchMode = Literal["dense", "lexical", "hybrid"]
-SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "lexical", "hybrid")
-
-# How hybrid search merges its two rankings: reciprocal rank fusion (weighted) or
-# distribution-based score fusion (each list's scores standardised, then summed).
-Fusion = Literal["rrf", "dbsf"]
 
 # Collection names become directory names under the embedded store's root, so the alphabet
 # leaves no way out of it ("/", "." and ".." are impossible); both stores apply the same rule.
@@ -148,7 +141,7 @@ class SearchRequest:
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
-    fusion: Fusion = "rrf"
+    fusion: Fusion = "dbsf"  # retrieval.config.SearchOptions's default (a test holds them equal)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -160,8 +153,11 @@ class SearchRequest:
 class VectorStore(Protocol):
     """A vector engine holding one collection per namespace.
 
-    Every method raises :class:`retrieval.errors.StoreUnavailableError` when the engine fails.
-    Methods are safe to call from several threads at once.
+    Every method raises :class:`retrieval.errors.StoreUnavailableError` when the engine fails,
+    and :class:`retrieval.errors.StoreRequestError` when it answers by refusing the request (a
+    vector of the wrong dimension, an upsert into a missing collection): the two must never be
+    confused, since only the first is an outage. Methods are safe to call from several threads
+    at once.
     """
 
     def ensure_collection(self, name: str, spec: CollectionSpec) -> None:

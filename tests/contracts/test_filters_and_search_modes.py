@@ -258,7 +258,7 @@ def test_hybrid_search_is_rrf_of_the_two_rankings(store: VectorStore) -> None:
     text = "randomised vitamin trial"
     dense = store.search(name, SearchRequest(query, limit=10))
     lexical = store.search(name, SearchRequest(query, limit=10, text=text, mode="lexical"))
-    request = SearchRequest(query, limit=10, text=text, mode="hybrid", rrf_k=2)
+    request = SearchRequest(query, limit=10, text=text, mode="hybrid", fusion="rrf", rrf_k=2)
 
     hybrid = store.search(name, request)
 
@@ -288,6 +288,7 @@ def test_a_zero_weight_silences_its_signal(
         limit=10,
         text=text,
         mode="hybrid",
+        fusion="rrf",
         dense_weight=dense_weight,
         lexical_weight=lexical_weight,
     )
