@@ -1,13 +1,17 @@
-"""Factories that act through the HTTP API, as a user would."""
+"""Factories that act through the HTTP API, as a user would: on the app in process
+(:class:`~tests.conftest.Api`) or on ``shoal serve`` over real HTTP
+(:class:`~tests.conftest.Served`)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tests.conftest import Api
+import httpx
+from fastapi.testclient import TestClient
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -24,6 +28,15 @@ class Response(Protocol):
     def json(self) -> Any: ...
 
 
+class AnyApi(Protocol):
+    """An HTTP client on the app (TestClient in process, or httpx on a served one) and the
+    headers that carry a key (the platform key by default)."""
+
+    @property
+    def client(self) -> TestClient | httpx.Client: ...  # TestClient may be built on httpx2
+    def headers(self, key: str | None = None) -> dict[str, str]: ...
+
+
 @dataclass
 class Tenant:
     id: str
@@ -32,7 +45,7 @@ class Tenant:
     query_key: str
 
 
-def make_tenant(api: Api, name: str) -> Tenant:
+def make_tenant(api: AnyApi, name: str) -> Tenant:
     response = api.client.post("/v1/admin/tenants", json={"name": name}, headers=api.headers())
     assert response.status_code == 201, response.text
     tenant_id = response.json()["id"]
@@ -48,7 +61,9 @@ def make_tenant(api: Api, name: str) -> Tenant:
     return Tenant(tenant_id, made["admin"], made["write"], made["query"])
 
 
-def make_namespace(api: Api, tenant: Tenant, name: str = "docs", **fields: Any) -> dict[str, Any]:
+def make_namespace(
+    api: AnyApi, tenant: Tenant, name: str = "docs", **fields: Any
+) -> dict[str, Any]:
     response = api.client.post(
         "/v1/namespaces", json={"name": name, **fields}, headers=api.headers(tenant.admin_key)
     )
@@ -57,7 +72,7 @@ def make_namespace(api: Api, tenant: Tenant, name: str = "docs", **fields: Any) 
     return body
 
 
-def upload(api: Api, tenant: Tenant, ns: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
+def upload(api: AnyApi, tenant: Tenant, ns: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
     response = api.client.post(
         f"/v1/namespaces/{ns}/documents",
         json={"documents": documents},
@@ -68,7 +83,9 @@ def upload(api: Api, tenant: Tenant, ns: str, documents: list[dict[str, Any]]) -
     return body
 
 
-def wait_for_job(api: Api, tenant: Tenant, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+def wait_for_job(
+    api: AnyApi, tenant: Tenant, job_id: str, timeout_s: float = 120
+) -> dict[str, Any]:
     """Poll the job as a client would until it reaches a terminal state."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -90,3 +107,25 @@ def assert_problem(response: Response, status: int, slug: str) -> dict[str, Any]
     assert body["title"]
     assert "Traceback" not in response.text
     return body
+
+
+def query_events(
+    api: AnyApi, tenant: Tenant, question: str, *, ns: str = "docs", **extra: Any
+) -> tuple[Response, list[tuple[str, Any]]]:
+    """A streamed query's response and its Server-Sent Events, as ``(event, data)`` pairs."""
+    events: list[tuple[str, Any]] = []
+    with api.client.stream(
+        "POST",
+        f"/v1/namespaces/{ns}/query",
+        json={"question": question, "stream": True, **extra},
+        headers=api.headers(tenant.query_key),
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((str(name), json.loads(line.split(":", 1)[1])))
+    return response, events

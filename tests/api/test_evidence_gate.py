@@ -4,7 +4,6 @@ namespaces tune it or replace it with a plain ``min_score``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,14 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from tests.api.conftest import Tenant, make_namespace, make_tenant, upload, wait_for_job
+from tests.api.conftest import (
+    Tenant,
+    make_namespace,
+    make_tenant,
+    query_events,
+    upload,
+    wait_for_job,
+)
 from tests.conftest import Api, start_api
 from tests.llm import LlmRecorder
 
@@ -106,20 +112,7 @@ def test_a_namespace_evidence_threshold_moves_the_bar(api: Api) -> None:
 
 def test_a_streamed_abstention_ends_with_its_reason(api: Api) -> None:
     tenant = setup(api)
-    events: list[tuple[str, Any]] = []
-    with api.client.stream(
-        "POST",
-        "/v1/namespaces/docs/query",
-        json={"question": OFF_TOPIC, "stream": True},
-        headers=api.headers(tenant.query_key),
-    ) as response:
-        assert response.status_code == 200
-        name = None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((str(name), json.loads(line.split(":", 1)[1])))
+    _, events = query_events(api, tenant, OFF_TOPIC)
     kinds = [kind for kind, _ in events]
     assert (kinds[0], kinds[-1]) == ("route", "done"), kinds
     done = events[-1][1]

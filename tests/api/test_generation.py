@@ -12,15 +12,18 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
+from retrieval.generation.prompt import shown_text
 from tests.api.conftest import (
     Tenant,
     assert_problem,
     make_namespace,
     make_tenant,
+    query_events,
     upload,
     wait_for_job,
 )
 from tests.conftest import SMOLLM2_GGUF, Api, free_port, start_api
+from tests.llm import LlmRecorder, assert_cites_what_the_model_named, shown_passages
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +31,11 @@ OTTERS = (
     "Sea otters hold hands while they sleep so that they do not drift apart on the water. "
     "A group of resting otters is called a raft."
 )
+# Beside the otters, in the citations tests: what else the model is shown, on other subjects.
+OTHERS = [
+    ("Harbour seals rest on sandbanks at low tide and dive for herring.", "seals.txt"),
+    ("River otters dig dens in the banks of lakes and rivers.", "river.txt"),
+]
 FACTUAL = "What is a group of resting sea otters called?"
 ANALYTICAL = "Why do sea otters hold hands while they sleep?"
 
@@ -50,10 +58,11 @@ def dead_route() -> dict[str, Any]:
 
 
 @pytest.fixture
-def generators(llama_server: str, smollm2_dir: Path) -> dict[str, Any]:
-    """The operator's catalog: llama.cpp's server, two dead endpoints and the local model."""
+def generators(llama_recorder: LlmRecorder, smollm2_dir: Path) -> dict[str, Any]:
+    """The operator's catalog: llama.cpp's server (recorded), two dead endpoints and the local
+    model."""
     return {
-        "llama": openai_route(llama_server),
+        "llama": openai_route(llama_recorder.url),
         "dead": dead_route(),
         "dead-too": dead_route(),
         "local": {
@@ -74,12 +83,26 @@ def llm_api(
     yield from start_api(settings, embedder)
 
 
-def setup(api: Api, routes: dict[str, Any]) -> Tenant:
+def setup(api: Api, routes: dict[str, Any], others: bool = False) -> Tenant:
     tenant = make_tenant(api, "acme")
     make_namespace(api, tenant, "docs", routes=routes)
-    accepted = upload(api, tenant, "docs", [{"text": OTTERS, "filename": "otters.txt"}])
+    documents = [(OTTERS, "otters.txt"), *(OTHERS if others else [])]
+    accepted = upload(api, tenant, "docs", [{"text": t, "filename": f} for t, f in documents])
     assert wait_for_job(api, tenant, accepted["job_id"])["state"] == "succeeded"
     return tenant
+
+
+def assert_cites_what_it_wrote(recorder: LlmRecorder, answer: dict[str, Any]) -> None:
+    """The answer's citations are the passages the model's recorded reply named, all it was
+    shown when it named none (and then the answer carries no marker)."""
+    exchange = recorder.only()
+    assert_cites_what_the_model_named(
+        exchange.reply,
+        shown_passages(exchange.user)[0],
+        answerable=answer["answerable"],
+        answer_text=answer["answer"],
+        cited=[shown_text(c["text"]) for c in answer["citations"]],
+    )
 
 
 def ask(api: Api, tenant: Tenant, question: str, **extra: Any):
@@ -92,9 +115,11 @@ def ask(api: Api, tenant: Tenant, question: str, **extra: Any):
     return response
 
 
-def test_the_small_route_answers_through_an_openai_compatible_server(llm_api: Api) -> None:
+def test_the_small_route_answers_through_an_openai_compatible_server(
+    llm_api: Api, llama_recorder: LlmRecorder
+) -> None:
     api = llm_api
-    tenant = setup(api, {"small": "llama", "large": "dead"})
+    tenant = setup(api, {"small": "llama", "large": "dead"}, others=True)
 
     response = ask(api, tenant, FACTUAL, route="small")
 
@@ -104,8 +129,9 @@ def test_the_small_route_answers_through_an_openai_compatible_server(llm_api: Ap
     assert body["answerable"] is True
     assert body["usage"]["prompt_tokens"] > 0
     assert body["usage"]["completion_tokens"] > 0
-    assert body["citations"][0]["filename"] == "otters.txt"
     assert body["answer"].strip()
+    assert_cites_what_it_wrote(llama_recorder, body)
+    assert len(shown_passages(llama_recorder.only().user)[0]) == 3  # the others were shown too
 
 
 def test_a_failing_large_route_falls_back_to_small_and_says_why(llm_api: Api) -> None:
@@ -147,27 +173,14 @@ def test_without_routes_a_factual_question_is_answered_by_quoting(api: Api) -> N
 
 
 def read_events(api: Api, tenant: Tenant, question: str, **extra: Any) -> list[tuple[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    with api.client.stream(
-        "POST",
-        "/v1/namespaces/docs/query",
-        json={"question": question, "stream": True, **extra},
-        headers=api.headers(tenant.query_key),
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((str(name), json.loads(line.split(":", 1)[1])))
-    return events
+    return query_events(api, tenant, question, **extra)[1]
 
 
-def test_streaming_sends_tokens_then_citations_then_usage_and_timings(llm_api: Api) -> None:
+def test_streaming_sends_tokens_then_citations_then_usage_and_timings(
+    llm_api: Api, llama_recorder: LlmRecorder
+) -> None:
     api = llm_api
-    tenant = setup(api, {"small": "llama"})
+    tenant = setup(api, {"small": "llama"}, others=True)
 
     events = read_events(api, tenant, FACTUAL, route="small")
 
@@ -181,7 +194,7 @@ def test_streaming_sends_tokens_then_citations_then_usage_and_timings(llm_api: A
     assert done["route"]["name"] == "small"
     assert done["usage"]["completion_tokens"] > 0
     assert 0 < done["timings_ms"]["first_token"] <= done["timings_ms"]["total"]
-    assert events[-2][1]["citations"][0]["filename"] == "otters.txt"
+    assert_cites_what_it_wrote(llama_recorder, {**done, **events[-2][1]})
     assert "shoal_time_to_first_token_seconds_count" in api.client.get("/metrics").text
 
 

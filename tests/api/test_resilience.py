@@ -4,7 +4,6 @@ endpoint behind its own breaker, and faults in the embedder, caches and task que
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from tests.api.conftest import (
     assert_problem,
     make_namespace,
     make_tenant,
+    query_events,
     upload,
     wait_for_job,
 )
@@ -111,21 +111,7 @@ def transitions(api: Api, breaker: str, before: str, after: str) -> float:
 
 
 def read_events(api: Api, tenant: Tenant, question: str) -> tuple[Any, list[tuple[str, Any]]]:
-    events: list[tuple[str, Any]] = []
-    with api.client.stream(
-        "POST",
-        "/v1/namespaces/docs/query",
-        json={"question": question, "stream": True},
-        headers=api.headers(tenant.query_key),
-    ) as response:
-        assert response.status_code == 200
-        name = None
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((str(name), json.loads(line.split(":", 1)[1])))
-    return response, events
+    return query_events(api, tenant, question)
 
 
 def test_fault_drills_are_unknown_routes_unless_enabled(api: Api) -> None:
