@@ -457,9 +457,9 @@ def test_a_shard_directory_taken_from_a_running_server_degrades_then_recovers(
     log = tmp_path / "serve.log"
     server = start_shoal(["serve", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
+    remote = Remote(base, key)
     try:
         wait_until_serving(base, server, log)
-        remote = Remote(base, key)
         remote.setup()
         first, _ = remote.ask(CACHED)
         assert first.status_code == 200
@@ -501,4 +501,5 @@ def test_a_shard_directory_taken_from_a_running_server_degrades_then_recovers(
             f"{max(figures) * 1000:.0f} ms through shoal serve"
         )
     finally:
+        remote.client.close()
         stop(server)
