@@ -20,9 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from retrieval.config import SearchMode
 from retrieval.filters import Expr, format_datetime, matches, parse_filter
 from retrieval.stores import CollectionSpec, Point, VectorStore
-from retrieval.stores.base import SearchMode, SearchRequest
+from retrieval.stores.base import SearchRequest
 from tests.contracts.test_vector_store import ENGINES
 
 DIM = 4
