@@ -1,4 +1,6 @@
-"""Shared fixtures: real databases (SQLite and Postgres), Redis, the real model, the app over HTTP.
+"""Shared fixtures: real databases (SQLite and Postgres), Redis, the real model, the app in
+process (Starlette's TestClient: ASGI calls, no socket) or ``shoal serve`` in its own process
+over real HTTP.
 
 Postgres: a fresh database per test session at SHOAL_TEST_POSTGRES_URL's server (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), built by Alembic so migrations run every
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -20,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +68,10 @@ def embedder() -> SentenceTransformerEmbedder:
     return model
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh, migrated Postgres database for this test session; dropped at the end."""
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A new, empty database at SHOAL_TEST_POSTGRES_URL's server: its URL; dropped afterwards,
+    whoever is still connected."""
     admin_url = make_url(normalise_database_url(POSTGRES_URL))
     name = f"shoal_test_{uuid.uuid4().hex[:12]}"
     conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -77,11 +82,19 @@ def postgres_database() -> Iterator[str]:
         pytest.fail(
             f"Postgres is not reachable at {POSTGRES_URL} ({exc}); start it: {START_POSTGRES}"
         )
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test session; dropped at the end."""
+    with new_postgres_database() as url:
+        upgrade(url)
+        yield url
 
 
 def _truncate(url: str) -> None:
@@ -121,7 +134,8 @@ def session_factory(database_url: str):
 
 @dataclass
 class Api:
-    """The app over HTTP, its platform, and a platform key to start from."""
+    """The app in process (TestClient: ASGI calls, no socket), its platform, and a platform key
+    to start from. :class:`Served` is the same over real HTTP."""
 
     client: TestClient
     platform: Platform
@@ -233,6 +247,46 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@dataclass
+class Served:
+    """``shoal serve`` in its own process, as users run it, reached over a real socket: its
+    base URL, an HTTP client on it, the platform key, and the server's log."""
+
+    url: str
+    client: httpx.Client
+    platform_key: str
+    log: Path
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.platform_key}"}
+
+
+@contextmanager
+def serve_shoal(data_dir: Path, database_url: str, **env: str) -> Iterator[Served]:
+    """``shoal serve`` on ``database_url`` (which it migrates) under ``data_dir``, with a platform
+    key from SHOAL_BOOTSTRAP_KEY and ``env`` (``SHOAL_...`` settings) on top; stopped afterwards."""
+    key = f"shoal_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+    env = {
+        **os.environ,
+        "SHOAL_DATA_DIR": str(data_dir),
+        "SHOAL_DATABASE_URL": database_url,
+        "SHOAL_BOOTSTRAP_KEY": key,
+        "SHOAL_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = data_dir / "serve.log"
+    server = start_shoal(["serve", "--port", str(port)], env, log)
+    try:
+        wait_until_serving(url, server, log)
+        # No test gates on wall-clock time: a hang is caught by pytest-timeout.
+        with httpx.Client(base_url=url, timeout=240) as client:
+            yield Served(url=url, client=client, platform_key=key, log=log)
+    finally:
+        stop(server)
 
 
 def free_port() -> int:

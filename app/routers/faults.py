@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Body, Response
 
 from app.errors import NotFoundError, PermissionDeniedError
 from app.gateway.deps import CallerDep, PlatformDep
@@ -26,7 +27,11 @@ def _registry(caller: Caller, platform: Platform) -> FaultRegistry:
 
 
 @router.post("", status_code=201)
-def inject_fault(body: FaultCreate, caller: CallerDep, platform: PlatformDep) -> FaultPublic:
+def inject_fault(
+    body: Annotated[FaultCreate, Body(discriminator="mode")],
+    caller: CallerDep,
+    platform: PlatformDep,
+) -> FaultPublic:
     """Make every call to ``target`` fail (``error``) or wait ``delay_ms`` (``delay``)."""
     fault = new_fault(body.target, body.mode, delay_ms=body.delay_ms, ttl_s=body.ttl_s)
     _registry(caller, platform).add(fault)

@@ -1,15 +1,27 @@
-"""Schemathesis against Shoal's own OpenAPI schema, on the real app.
+"""Schemathesis against ``shoal serve`` over real HTTP, with the fault drills mounted.
 
-Every operation gets schemathesis's examples, coverage (boundary and negative values) and
-fuzzing phases, positive and negative data. Each case goes out with a real key (platform on
-``/v1/admin``, a tenant admin elsewhere) so it reaches the handler, and path parameters are
-sometimes swapped for real ids (a namespace with an indexed document, its job, a tenant), so
-cases also hit existing resources. Destructive operations only ever reach spares: deleting the
-namespace every other case uses would turn the rest of the run into 404s.
+The server runs in its own process as users run it (migrating its database, taking its platform
+key from ``SHOAL_BOOTSTRAP_KEY``, ``SHOAL_ENABLE_FAULTS=true``), once on a new SQLite file and
+once on a new Postgres database (which takes what SQLite forgives: a NUL in a name, a timestamp
+with an offset), and every case goes out over a socket: what uvicorn makes of odd paths, headers
+and bodies is under test too. Every operation, the drill endpoints included, gets schemathesis's
+examples, coverage (boundary and negative values) and fuzzing phases, positive and negative
+data. Each case goes out with a real key (platform on ``/v1/admin``, a tenant admin elsewhere)
+so it reaches the handler, and path parameters are sometimes swapped for real ids (a namespace
+with an indexed document, its job, a tenant), so cases also hit existing resources. Destructive
+operations only ever reach spares: deleting the namespace every other case uses would turn the
+rest of the run into 404s.
 
-The default checks run (no 5xx; every status, content type, header and body as the schema
-declares; auth not ignored; 405 with a true ``Allow``) but two, which hold the app to more than
-its schema can say:
+A drill posted by a case is cleared as soon as that case is checked, and its delay is cut to
+:data:`DRILL_DELAY_MS` before it is sent (a valid delay stays valid): otherwise one drill would
+fail or stall every later case, or open the store's breaker for the rest of the run. An indexing
+job of an earlier upload may still meet a drill in that moment; what it answers then (a 503, a
+failed job) is documented.
+
+The checks (:data:`CHECKS`): no 5xx; every status, content type, header and body as the schema
+declares (``response_schema_conformance``); auth not ignored; a missing required header refused;
+405 with a true ``Allow``. Two of schemathesis's checks are left out, as they hold the app to
+more than its schema can say:
 
 - ``positive_data_acceptance`` wants schema-valid input accepted, but valid input may break a
   rule the schema cannot express (``invalid-request``: a route naming no configured generator,
@@ -22,56 +34,62 @@ its schema can say:
   at (question length, ``top_k``, filter depth).
 
 The run is bounded (:data:`FUZZ_EXAMPLES` per operation, whatever the Hypothesis profile) and
-the last test checks it reached :data:`MIN_CASES` over every operation.
+the last test checks, for each database, that it reached :data:`MIN_CASES` over every operation.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
+import requests
 import schemathesis
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from schemathesis import Case, CheckContext, Response
+from schemathesis import Case, CheckContext, CheckFunction, Response
+from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.hooks import HookContext
-from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
-from starlette.types import Receive, Scope, Send
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    ignored_auth,
+    missing_required_header,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
 
-from app.db.migrate import upgrade
 from app.main import create_app
-from app.platform import build_platform
-from app.services import keys
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
 from tests.api.conftest import Tenant, make_namespace, make_tenant, upload, wait_for_job
-from tests.conftest import Api, make_settings
-from tests.conftest import _truncate as truncate
+from tests.conftest import Served, new_postgres_database, serve_shoal
 
 pytestmark = pytest.mark.slow
 
 # Fuzzing-phase examples per operation; the examples and coverage phases add their own cases.
-FUZZ_EXAMPLES = 40
-MIN_CASES = 2000
-# Executed cases per operation label ("POST /v1/namespaces"), filled by the fuzz test.
-EXECUTED: Counter[str] = Counter()
+FUZZ_EXAMPLES = 45
+MIN_CASES = 2000  # per database
+# Executed cases per database and operation label ("POST /v1/namespaces"), filled by the fuzz test.
+EXECUTED: defaultdict[str, Counter[str]] = defaultdict(Counter)
+FAULTS = "/v1/admin/faults"
+DRILL_DELAY_MS = 20
 
 
 @dataclass
 class World:
-    """The app, and real resources for path parameters: ``main`` answers every non-admin call;
-    ``spare_*`` and ``victim`` are there to be deleted or changed."""
+    """The served app, and real resources for path parameters: ``main`` answers every non-admin
+    call; ``spare_*`` and ``victim`` are there to be deleted or changed."""
 
-    app: FastAPI
-    api: Api
+    database: str
+    served: Served
+    session: requests.Session  # schemathesis's transport, one keep-alive connection
     main: Tenant
     victim: Tenant
     namespace: str
@@ -83,7 +101,7 @@ class World:
 
     def headers(self, path: str) -> dict[str, str]:
         key = None if path.startswith("/v1/admin") else self.main.admin_key
-        return self.api.headers(key)
+        return self.served.headers(key)
 
     def real_path_parameters(self, method: str, path: str) -> dict[str, str]:
         destructive = method.upper() in ("DELETE", "PATCH")
@@ -98,6 +116,10 @@ class World:
             "job_id": self.job_id,
         }
 
+    def clear_drills(self) -> None:
+        cleared = self.served.client.delete(FAULTS, headers=self.served.headers())
+        assert cleared.status_code == 204, cleared.text
+
 
 DOCUMENT = (
     "Shoal indexes documents per namespace. The harbour seal rests on sandbanks at low tide. "
@@ -105,25 +127,11 @@ DOCUMENT = (
 )
 
 
-# The app under test, set by the `world` fixture. The schema below is loaded at import (pytest
-# makes one test per operation while collecting), before any fixture has built an app.
-APPS: list[FastAPI] = []
-
-
-class CurrentApp:
-    """An ASGI app passing everything to the app under test, so that schemathesis's ASGI
-    transport, which every case and every re-sending check uses, reaches it."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await APPS[-1](scope, receive, send)
-
-
-CURRENT_APP = CurrentApp()
-# The schema the cases come from: the app's own, built as `shoal serve` builds it; `world` checks
-# that the app under test serves the same one. (schemathesis's `from_fixture` would load it
-# lazily, but it writes `Node._nodeid`, which pytest 9 no longer has.)
-schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
-schema.app = CURRENT_APP
+# The schema the cases come from: the app's own, built as `shoal serve` builds it with the drills
+# mounted, at import (pytest makes one test per operation while collecting, before any server
+# runs); `world` checks that the server serves the same one. (schemathesis's `from_fixture` would
+# load it lazily, but it writes `Node._nodeid`, which pytest 9 no longer has.)
+schema = schemathesis.openapi.from_dict(create_app(Settings(enable_faults=True)).openapi())
 # schemathesis gives a response 10 s; on a busy CI machine a namespace's first collection can
 # take longer. No test gates on wall-clock time: a hang is still caught, by pytest-timeout.
 schema.config.update(request_timeout=240)
@@ -148,72 +156,57 @@ def flatmap_path_parameters(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def world(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    embedder: SentenceTransformerEmbedder,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    """The app on a new SQLite file, then on the session's Postgres database (which takes
-    what SQLite forgives: a NUL in a name, a timestamp with an offset)."""
-    data_dir: Path = tmp_path_factory.mktemp("schemathesis")
-    if request.param == "sqlite":
-        url = f"sqlite:///{data_dir / 'shoal.db'}"
-        upgrade(url)
-    else:
-        url = request.getfixturevalue("postgres_database")
-    settings_ = make_settings(data_dir, url)
-    platform = build_platform(settings_, embedder=embedder)
-    with platform.sessions() as session:
-        _, platform_key = keys.create_key(session, tenant_id=None, name="test", scopes=[])
-        session.commit()
-    app = create_app(settings_, platform=platform)
-    assert app.openapi() == schema.raw_schema
-    APPS.append(app)
-    # schemathesis's ASGI client runs the app's lifespan, once per app; start it now, so the
-    # TestClient that sets up (no `with`: one lifespan is enough) finds the platform.
-    with asgi.get_client(cast(asgi.ASGIApp, CURRENT_APP)):  # its messages are dicts, not mappings
-        pass
-    client = TestClient(app, raise_server_exceptions=False)
-    api = Api(client=client, platform=platform, platform_key=platform_key)
-    main, victim = make_tenant(api, "main"), make_tenant(api, "victim")
-    make_namespace(api, main, "docs", indexed_fields={"lang": "keyword", "year": "integer"})
-    make_namespace(api, main, "spare")
-    accepted = upload(
-        api,
-        main,
-        "docs",
-        [
-            {"text": DOCUMENT, "filename": "seals.txt", "metadata": {"lang": "en", "year": 2024}},
-            {"text": "A document to delete.", "filename": "spare.txt"},
-        ],
-    )
-    assert wait_for_job(api, main, accepted["job_id"])["state"] == "succeeded"
-    spare_key = client.post(
-        f"/v1/admin/tenants/{main.id}/keys",
-        json={"name": "spare", "scopes": ["query"]},
-        headers=api.headers(),
-    )
-    assert spare_key.status_code == 201, spare_key.text
-    made = World(
-        app=app,
-        api=api,
-        main=main,
-        victim=victim,
-        namespace="docs",
-        spare_namespace="spare",
-        document_id=accepted["documents"][0]["id"],
-        spare_document_id=accepted["documents"][1]["id"],
-        job_id=accepted["job_id"],
-        spare_key_id=spare_key.json()["id"],
-    )
-    CURRENT.append(made)
-    yield made
-    CURRENT.remove(made)
-    asgi.shutdown_lifespans()
-    APPS.remove(app)
-    client.close()
-    platform.close()
-    if request.param == "postgres":
-        truncate(url)
+    """``shoal serve`` on a new SQLite file, then on a new Postgres database, with a tenant, its
+    namespace and an indexed document to aim at."""
+    data_dir: Path = tmp_path_factory.mktemp(f"schemathesis-{request.param}")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{data_dir / 'shoal.db'}"
+        else:
+            url = stack.enter_context(new_postgres_database())
+        served = stack.enter_context(serve_shoal(data_dir, url, SHOAL_ENABLE_FAULTS="true"))
+        assert served.client.get("/openapi.json").json() == schema.raw_schema
+        main, victim = make_tenant(served, "main"), make_tenant(served, "victim")
+        make_namespace(served, main, "docs", indexed_fields={"lang": "keyword", "year": "integer"})
+        make_namespace(served, main, "spare")
+        accepted = upload(
+            served,
+            main,
+            "docs",
+            [
+                {
+                    "text": DOCUMENT,
+                    "filename": "seals.txt",
+                    "metadata": {"lang": "en", "year": 2024},
+                },
+                {"text": "A document to delete.", "filename": "spare.txt"},
+            ],
+        )
+        assert wait_for_job(served, main, accepted["job_id"])["state"] == "succeeded"
+        spare_key = served.client.post(
+            f"/v1/admin/tenants/{main.id}/keys",
+            json={"name": "spare", "scopes": ["query"]},
+            headers=served.headers(),
+        )
+        assert spare_key.status_code == 201, spare_key.text
+        made = World(
+            database=request.param,
+            served=served,
+            session=stack.enter_context(requests.Session()),
+            main=main,
+            victim=victim,
+            namespace="docs",
+            spare_namespace="spare",
+            document_id=accepted["documents"][0]["id"],
+            spare_document_id=accepted["documents"][1]["id"],
+            job_id=accepted["job_id"],
+            spare_key_id=spare_key.json()["id"],
+        )
+        CURRENT.append(made)
+        yield made
+        CURRENT.remove(made)
 
 
 @schema.parametrize()
@@ -224,12 +217,30 @@ def world(
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_answers_generated_input_as_declared(case: Case[Any], world: World) -> None:
-    EXECUTED[case.operation.label] += 1
-    case.call_and_validate(
-        headers=world.headers(case.operation.path),
-        excluded_checks=[positive_data_acceptance, negative_data_rejection],
-        additional_checks=[schema_valid_input_passes_validation],
-    )
+    EXECUTED[world.database][case.operation.label] += 1
+    drill = case.operation.path == FAULTS
+    if drill:
+        shorten_drill_delay(case)
+    try:
+        case.call_and_validate(
+            base_url=world.served.url,
+            session=world.session,
+            headers=world.headers(case.operation.path),
+            checks=CHECKS,
+        )
+    finally:
+        if drill:
+            world.clear_drills()
+
+
+def shorten_drill_delay(case: Case[Any]) -> None:
+    """Cut a valid ``delay_ms`` to :data:`DRILL_DELAY_MS`: still valid, and a call that meets
+    the drill before it is cleared waits milliseconds, not up to ten minutes."""
+    body = case.body
+    if case.method.upper() == "POST" and isinstance(body, dict):
+        delay = body.get("delay_ms")
+        if type(delay) is int and 1 <= delay <= 600_000:
+            body["delay_ms"] = min(delay, DRILL_DELAY_MS)
 
 
 def schema_valid_input_passes_validation(
@@ -266,14 +277,37 @@ def _blank_after_strip(error: dict[str, Any], body: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def test_the_schemathesis_run_was_large_enough(capsys: pytest.CaptureFixture[str]) -> None:
-    if not EXECUTED:
+# Every response check schemathesis has for a single call but the two the module docstring
+# leaves out, and the one that takes their place.
+CHECKS: list[CheckFunction] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    ignored_auth,
+    missing_required_header,
+    unsupported_method,
+    allow_header_conformance,
+    schema_valid_input_passes_validation,
+]
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_schemathesis_run_was_large_enough(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    executed = EXECUTED[database]
+    if not executed:
         pytest.skip("the schemathesis test did not run (deselected)")
-    total = sum(EXECUTED.values())
+    total = sum(executed.values())
     with capsys.disabled():  # the figures belong in every run's log
-        print(f"\nschemathesis: {total} cases over {len(EXECUTED)} operations")  # noqa: T201
-        for label, count in sorted(EXECUTED.items()):
+        print(f"\nschemathesis on {database}: {total} cases over {len(executed)} operations")  # noqa: T201
+        for label, count in sorted(executed.items()):
             print(f"  {count:5d}  {label}")  # noqa: T201
     operations = [r.ok().label for r in schema.get_all_operations() if isinstance(r, Ok)]
-    assert sorted(EXECUTED) == sorted(operations)
+    assert f"POST {FAULTS}" in operations
+    assert sorted(executed) == sorted(operations)
     assert total >= MIN_CASES

@@ -1,5 +1,6 @@
 """Tenant isolation as a property: random tenants, keys, namespaces, uploads, deletes and reads
-against the real app over HTTP, checking after every request that
+against ``shoal serve`` over real HTTP, on SQLite and on Postgres, checking after every request
+that
 
 - no answer to a tenant's key names another tenant's document, chunk, job, namespace, key or
   tenant id, nor the marker text of another tenant's document (ids and markers are recorded
@@ -12,10 +13,13 @@ against the real app over HTTP, checking after every request that
 - what a tenant does see is exactly what it owns: listings equal the model, searches find every
   indexed document of the namespace, so the checks above cannot pass on empty answers.
 
-One app serves every example of the run (tenants are new in each example, and everything an
-earlier example made stays foreign to them). Documents are one short sentence each, so that the
-real model indexes them in milliseconds; jobs are waited for only where indexed content is
-checked (an example's start, ``wait_for_jobs``, and a search or query drawn with ``settle``).
+One server serves every example of a run, on a database of its own (a new SQLite file, a new
+Postgres database), with no clean-up between examples: tenants and namespace names are new in
+each example, so everything an earlier example made stays foreign to the later ones (more to
+leak, and nothing for a replayed example to collide with). Documents are one short sentence
+each, so that the real model indexes them in milliseconds; jobs are waited for only where
+indexed content is checked (an example's start, ``wait_for_jobs``, and a search or query drawn
+with ``settle``).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +47,7 @@ from hypothesis.stateful import (
 )
 
 from tests.api.conftest import PROBLEM_JSON, Response, make_tenant
-from tests.conftest import Api
+from tests.conftest import Served, new_postgres_database, serve_shoal
 
 # Namespace names are drawn from a small pool so that tenants often share one (with a suffix
 # per example).
@@ -175,7 +181,7 @@ def stable_headers(response: Response) -> dict[str, str]:
 
 
 class IsolationMachine(RuleBasedStateMachine):
-    def __init__(self, api: Api, registry: Registry) -> None:
+    def __init__(self, api: Served, registry: Registry) -> None:
         super().__init__()
         self.api = api
         self.registry = registry
@@ -786,13 +792,24 @@ class IsolationMachine(RuleBasedStateMachine):
         self.assert_documents_are(owner, ns, key)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """``shoal serve`` on a new SQLite file, then on a new Postgres database."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'shoal.db'}"
+        else:
+            url = stack.enter_context(new_postgres_database())
+        yield stack.enter_context(serve_shoal(tmp_path, url))
+
+
 @pytest.mark.slow
-def test_no_tenant_can_see_or_tell_apart_another_tenants_resources(api: Api) -> None:
+def test_no_tenant_can_see_or_tell_apart_another_tenants_resources(served: Served) -> None:
     registry = Registry()
 
     class Machine(IsolationMachine):
         def __init__(self) -> None:
-            super().__init__(api, registry)
+            super().__init__(served, registry)
 
     run_state_machine_as_test(
         Machine,
