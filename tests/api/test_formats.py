@@ -1,4 +1,5 @@
-"""Every upload format, through the HTTP app: indexed, found by its own words, and cited.
+"""Every upload format, through the API in process (TestClient: ASGI calls, no socket):
+indexed, found by its own words, and cited.
 
 Each document holds a made-up word that no other holds; a question about it must be answered
 from that document. One batch carries every format plus a corrupt PDF, so the model indexes

@@ -1,4 +1,5 @@
-"""Queries through HTTP: metadata filters, search modes and per-namespace search settings."""
+"""Queries through the API, in process (TestClient: ASGI calls, no socket): metadata filters,
+search modes and per-namespace search settings."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Rate limits over HTTP: requests per minute per tenant and per key, 429s whose Retry-After
-is computed, RateLimit-* headers on every answer, quotas set through the admin API, budgets
-shared by replicas through Redis (and split between them when Redis is down), and token
-budgets that concurrent answers from a real model cannot overspend."""
+"""Rate limits through the API, in process (TestClient: ASGI calls, no socket): requests per
+minute per tenant and per key, 429s whose Retry-After is computed, RateLimit-* headers on every
+answer, quotas set through the admin API, budgets shared by replicas through Redis (and split
+between them when Redis is down), and token budgets that concurrent answers from a real model
+cannot overspend."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Fault drills through HTTP: the vector store failing or stalling behind its breaker (cached
-answers, degraded answers, 503 for /search, recovery through half-open), each generation
-endpoint behind its own breaker, and faults in the embedder, caches and task queue."""
+"""Fault drills through the API, in process (TestClient: ASGI calls, no socket): the vector
+store failing or stalling behind its breaker (cached answers, degraded answers, 503 for /search,
+recovery through half-open), each generation endpoint behind its own breaker, and faults in the
+embedder, caches and task queue."""
 
 from __future__ import annotations
 
