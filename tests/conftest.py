@@ -45,6 +45,7 @@ from app.services import keys
 from app.settings import Settings
 from ingestion.config import EmbeddingConfig
 from ingestion.embedder import SentenceTransformerEmbedder
+from tests.llm import LlmRecorder
 
 POSTGRES_URL = os.environ.get(
     "SHOAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -327,6 +328,15 @@ def llama_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def llama_recorder(llama_server: str) -> Iterator[LlmRecorder]:
+    """The session's llama.cpp server behind a pass-through that records what each chat
+    completion sent and what the model replied (give a backend ``llama_recorder.url``)."""
+    recorder = LlmRecorder(llama_server)
+    yield recorder
+    recorder.close()
 
 
 def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log: Path) -> None:

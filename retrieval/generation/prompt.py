@@ -249,6 +249,10 @@ class AnswerParser:
         return rest, answer
 
     def _show(self, text: str) -> str:
+        if not self._shown:
+            # The answer starts at its first visible character, also when the reply started
+            # with a marker that named no passage ("[3]\nSeals eat herring.").
+            text = text.lstrip()
         if text:
             self._shown.append(text)
         return text
