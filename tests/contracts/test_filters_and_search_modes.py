@@ -169,6 +169,7 @@ def found(store: VectorStore, name: str, expr: Expr, mode: str = "dense") -> set
     return {h.payload["document_id"] for h in store.search(name, request)}
 
 
+@pytest.mark.slow  # 60 examples, each a fresh collection searched three ways: 13-165 s per store
 @settings(
     max_examples=60,
     deadline=None,
