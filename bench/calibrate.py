@@ -13,6 +13,8 @@ signals are measured for every (claim, namespace) pair through the real search, 
 - its threshold is the one that maximises balanced accuracy on the fitting half while still
   answering at least ``--answer-rate`` of its answerable claims (0.97: two points above the
   0.95 goal, so that a threshold picked at the edge of one sample holds on another);
+- a floor on the best passage's cosine: the fitting half's lowest for an answerable claim, less
+  0.05 (below it the passages are about something else; see ``GateModel.passage_floor``);
 - both halves are reported; nothing is chosen on the reporting half.
 
 It prints a ``GateModel(...)`` to paste into ``retrieval/generation/evidence.py`` (with the
@@ -40,6 +42,8 @@ from bench.ingest import describe_machine
 from retrieval.generation.evidence import Evidence, GateModel
 
 _NAMES = tuple(Evidence.__dataclass_fields__)
+# The passage floor sits this far under the fitting half's weakest answerable best passage.
+FLOOR_MARGIN = 0.05
 
 
 def fits(query_id: str, position: int) -> bool:
@@ -135,7 +139,15 @@ def main() -> None:
     weights, bias = fit_logistic(x[fit], y[fit])
     p = 1 / (1 + np.exp(-(x @ weights + bias)))
     bar = choose_threshold(p[fit], y[fit], args.answer_rate)
-    model = GateModel(tuple(round(float(w), 4) for w in weights), round(bias, 4), round(bar, 4))  # type: ignore[arg-type]
+    passage = x[:, _NAMES.index("passage")]
+    floor = round(float(passage[fit & (y == 1)].min()) - FLOOR_MARGIN, 4)
+    model = GateModel(
+        tuple(round(float(w), 4) for w in weights),  # type: ignore[arg-type]
+        round(bias, 4),
+        round(bar, 4),
+        floor,
+    )
+    answers = np.array([model.answers(Evidence(*row)) for row in x])
 
     print(f"machine: {describe_machine()}")
     print(f"pairs: {len(table)} ({int(fit.sum())} fit, {int((~fit).sum())} report)")
@@ -144,7 +156,8 @@ def main() -> None:
     print("| half | answered with evidence | abstained without | balanced accuracy |")
     print("|---|---|---|---|")
     for half, mask in (("fit (even ids)", fit), ("report (odd ids)", ~fit)):
-        answered, abstained = rates(p[mask], y[mask], bar)
+        answered = float(answers[mask & (y == 1)].mean())
+        abstained = float(1 - answers[mask & (y == 0)].mean())
         print(f"| {half} | {answered:.3f} | {abstained:.3f} | {(answered + abstained) / 2:.3f} |")
     print("\ncurve on the fitting half (threshold: answered / abstained / balanced):")
     for step in np.linspace(0.05, 0.95, 19):

@@ -114,3 +114,14 @@ def test_a_cited_reply_is_an_answer_even_if_it_says_not() -> None:
     answer = parse_answer(reply, [passage("Otters.", 0.9)], prompt_tokens=1, completion_tokens=1)
     assert answer.answerable
     assert not declines("Otters hold hands [1].")
+
+
+def test_a_passage_about_something_else_abstains_whatever_words_it_shares() -> None:
+    # The model alone extrapolates: a sentence sharing the question's words outweighs a
+    # passage that is about something else. The floor on the best passage stops it.
+    lexical_coincidence = Evidence(passage=0.15, sentence=0.41, coverage=1.0, margin=0.02)
+    assert DEFAULT_GATE.probability(lexical_coincidence) >= DEFAULT_GATE.threshold
+    assert not DEFAULT_GATE.answers(lexical_coincidence)
+    assert DEFAULT_GATE.answers(
+        Evidence(passage=DEFAULT_GATE.passage_floor, sentence=0.6, coverage=0.8, margin=0.1)
+    )
