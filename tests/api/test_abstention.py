@@ -9,7 +9,6 @@ bench/calibrate.py), so this checks the gate out of sample.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,7 @@ from app.services.evaluation import load_beir
 from bench.abstention import OFF_TOPIC
 from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api
-
-SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"
+from tests.data import SCIFACT
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +24,10 @@ from tests.api.conftest import (
     wait_for_job,
 )
 from tests.conftest import Api
+from tests.data import SCIFACT
 from tests.ingestion.samples import DOCX_TYPE, make_docx, make_pdf
 
-SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+SCIFACT_CORPUS = SCIFACT / "corpus.jsonl"
 JSON_RECORD = {
     "_id": "bird-7",
     "title": "Glimmerhawks",
@@ -227,7 +227,9 @@ def test_the_scifact_corpus_uploads_as_one_file_and_becomes_5183_documents(api: 
     make_namespace(api, tenant, "scifact")
     response = api.client.post(
         "/v1/namespaces/scifact/documents",
-        files=[("files", ("corpus.jsonl", SCIFACT.read_bytes(), "application/octet-stream"))],
+        files=[
+            ("files", ("corpus.jsonl", SCIFACT_CORPUS.read_bytes(), "application/octet-stream"))
+        ],
         headers=api.headers(tenant.write_key),
     )
     assert response.status_code == 202, response.text

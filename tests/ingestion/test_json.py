@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +12,10 @@ from hypothesis import strategies as st
 from ingestion.config import IngestionConfig
 from ingestion.errors import DocumentTooLargeError, ParseError
 from ingestion.parsers import JSON, JSONL, Record, parse, split_records
+from tests.data import SCIFACT
 
 RESERVED = {"text", "title", "_id"}
-SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+SCIFACT_CORPUS = SCIFACT / "corpus.jsonl"
 CORPUS: list[dict[str, Any]] = [
     {
         "_id": "4983",
@@ -155,7 +155,7 @@ def test_more_records_than_the_limit_are_refused_naming_the_limit() -> None:
 
 
 def test_the_scifact_corpus_is_5183_records() -> None:
-    records = split_records(SCIFACT.read_bytes(), media_type=JSONL)
+    records = split_records(SCIFACT_CORPUS.read_bytes(), media_type=JSONL)
     assert len(records) == 5183
     assert len({r.external_id for r in records}) == 5183
     assert records[0].external_id == "4983"
