@@ -343,7 +343,9 @@ def eval_beir(
         # After close: the references load the shard the store held, and Edge allows one
         # handle per shard. Opening it themselves keeps Shoal's store code out of them.
         err.print("scoring the raw references on the same chunks")
-        report["references"] = evaluation.references(settings, namespace, data, documents_of)
+        report["references"] = evaluation.references(
+            settings, namespace, data, documents_of, platform.embedder
+        )
         report = {"dataset": beir_dir.resolve().name, "split": split, **report}
         if as_json:
             typer.echo(json.dumps(report))

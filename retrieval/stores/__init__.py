@@ -20,6 +20,7 @@ __all__ = [
     "Point",
     "ServerStore",
     "VectorStore",
+    "embedded_root",
     "make_store",
 ]
 
@@ -38,11 +39,11 @@ def make_store(config: VectorStoreConfig, *, data_dir: Path) -> VectorStore:
     """The vector store ``config`` asks for: the one place that picks an engine.
 
     With ``config.url`` set, a :class:`ServerStore` on that Qdrant server; otherwise an embedded
-    :class:`EdgeStore` under ``data_dir / "qdrant"``. Nothing is contacted or opened here; call
+    :class:`EdgeStore` under :func:`embedded_root`. Nothing is contacted or opened here; call
     :meth:`VectorStore.ping` to check readiness.
     """
     if config.url is None:
-        return EdgeStore(data_dir / "qdrant")
+        return EdgeStore(embedded_root(data_dir))
     from qdrant_client import QdrantClient
 
     from retrieval.stores.server import ServerStore
@@ -57,3 +58,8 @@ def make_store(config: VectorStoreConfig, *, data_dir: Path) -> VectorStore:
         check_compatibility=False,
     )
     return ServerStore(client)
+
+
+def embedded_root(data_dir: Path) -> Path:
+    """Where the embedded store keeps its shards: one directory per collection under it."""
+    return data_dir / "qdrant"
