@@ -8,9 +8,14 @@ indexed, with none of Shoal's search code in between (no store adapter, no filte
 - :func:`hybrid_rrf`: one raw Qdrant Edge query per question, a dense prefetch and a BM25
   prefetch fused by reciprocal rank fusion with its textbook ``k=60``.
 
-Both rank documents, each where its best chunk ranks. :func:`open_shard` loads the shard
-directory itself; Edge allows one open handle per shard, so whoever holds it (an
-:class:`~retrieval.stores.edge.EdgeStore`) must be closed first.
+Both rank documents, each where its best chunk ranks. Reciprocal rank fusion gives many chunks
+exactly the same score (a chunk 3rd by cosine and 5th by BM25 ties with one 5th and 3rd), and
+Edge orders ties differently in each process: on SciFact the RRF reference moves by up to about
+0.006 nDCG@10 from run to run (bench/RESULTS.md), while the dense reference and score fusion
+(DBSF) repeat to the digit.
+
+:func:`open_shard` loads the shard directory itself; Edge allows one open handle per shard, so
+whoever holds it (an :class:`~retrieval.stores.edge.EdgeStore`) must be closed first.
 """
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ def references(
             **scored(dense),
         },
         "edge_hybrid_rrf": {
-            "method": f"raw Qdrant Edge query: dense + BM25 prefetches of "
+            "method": f"one Qdrant Edge query: dense + BM25 prefetches of "
             f"{_CHUNKS_PER_QUERY} chunks, RRF k={raw.RRF_K}",
             **scored(fused),
         },
