@@ -2,14 +2,17 @@
 
 Delivery guarantees, in Celery's own terms:
 
-- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it
-  finished, so a worker killed mid-document leaves the message to be delivered again (RabbitMQ
-  at once when the connection drops; Redis after the visibility timeout).
+- ``task_acks_late``: a task is acknowledged only after it finished, so a worker killed
+  mid-document leaves the message to be delivered again (RabbitMQ at once when the connection
+  drops; Redis after the visibility timeout). ``shoal worker`` runs a thread pool, so a kill
+  takes the whole process and its connection: that alone brings the message back (the kill
+  test passes without ``task_reject_on_worker_lost``, which covers a prefork child that dies
+  under a living parent; it stays on for anyone who runs these tasks in that pool).
 - ``worker_prefetch_multiplier = 1``: a worker holds one message per thread, so a dying worker
   strands almost nothing and priorities (:mod:`workers.fairness`) decide what runs next.
 - Transient errors (store or database unavailable) are retried with exponential backoff and
-  full jitter up to ``max_attempts``; then the document is marked failed with the reason. Bad
-  input is never retried: the handler has already marked it failed.
+  jitter (:func:`retry_countdown_s`) up to ``max_attempts``; then the document is marked failed
+  with the reason. Bad input is never retried: the handler has already marked it failed.
 
 The task is a thin wrapper: the worker binds the handler (``app.services.indexing``) when it
 starts, so this module knows nothing of databases or models, and tests call the handler
@@ -18,6 +21,7 @@ directly. Messages carry only the document id; the worker re-reads everything el
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +30,6 @@ from typing import Any
 
 import structlog
 from celery import Celery, Task
-from celery.utils.time import get_exponential_backoff_interval
 from kombu import Queue
 
 from workers.errors import TransientError
@@ -35,7 +38,8 @@ from workers.fairness import LOWEST
 log = structlog.get_logger(__name__)
 
 TASK_NAME = "shoal.index_document"
-BACKOFF_MAX_S = 60
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 60.0
 _DEPTH_CACHE_S = 2.0
 
 Handler = Callable[[str], None]
@@ -48,6 +52,17 @@ class CeleryConfig:
     queue: str = "shoal.index"
     max_attempts: int = 5
     visibility_timeout_s: int = 600
+
+
+def retry_countdown_s(retries: int) -> float:
+    """Seconds before retry number ``retries + 1``: 1, 2, 4, ... up to a minute, plus up to a
+    second of jitter (the in-process runner's shape, tenacity's ``wait_exponential_jitter``).
+
+    Not Celery's full jitter (a random whole number of seconds up to the exponential): that
+    retried at once one time in two on the first retry, before a blip had any time to clear.
+    """
+    jitter = random.uniform(0, BACKOFF_BASE_S)  # noqa: S311 (spreading retries, not a secret)
+    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0**retries + jitter)
 
 
 def is_amqp(broker_url: str) -> bool:
@@ -75,6 +90,10 @@ def create_celery(
             "priority_steps": list(range(LOWEST + 1)),
             "sep": ":",
             "queue_order_strategy": "priority",
+            # Redis: look for messages past the visibility timeout every 10 s (Kombu's
+            # interval), not every tenth look (its default throttle): a killed worker's
+            # messages come back within 10 s of the timeout, not 100 s.
+            "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
         task_publish_retry=True,
@@ -97,10 +116,7 @@ def create_celery(
                 if on_give_up is not None:
                     on_give_up(document_id, exc)
                 return
-            countdown = get_exponential_backoff_interval(
-                factor=1, retries=retries, maximum=BACKOFF_MAX_S, full_jitter=True
-            )
-            raise task.retry(exc=exc, countdown=countdown) from exc
+            raise task.retry(exc=exc, countdown=retry_countdown_s(retries)) from exc
         except Exception as exc:
             log.exception("indexing_task_failed", document_id=document_id)
             if on_give_up is not None:
