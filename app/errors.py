@@ -5,6 +5,7 @@ ShoalError
 ├── PermissionDeniedError   the key lacks the scope the action needs (403)
 ├── NotFoundError           no such resource *for this caller*: another tenant's is the same (404)
 ├── ConflictError           the name is taken (409)
+│   └── EmbeddingModelMismatchError  the namespace's vectors come from another model (409)
 ├── InvalidRequestError     well-formed JSON that breaks a rule the schema cannot express (422)
 ├── IdempotencyKeyReusedError  an ``Idempotency-Key`` sent again with another request (422)
 ├── PayloadTooLargeError    the request body is over ``SHOAL_MAX_UPLOAD_MB`` (413)
@@ -44,6 +45,23 @@ class NotFoundError(ShoalError):
 
 class ConflictError(ShoalError):
     """Raised when creating something whose unique name is already taken."""
+
+
+class EmbeddingModelMismatchError(ConflictError):
+    """Raised when a namespace was indexed by another embedding model or runtime than this
+    server's (``Namespace.embedding_model`` against the embedder's ``model_id``): their vectors
+    must not be compared, so the request is refused rather than answered with noise."""
+
+    def __init__(self, namespace: str, *, indexed_with: str, server: str) -> None:
+        self.namespace = namespace
+        self.indexed_with = indexed_with
+        self.server = server
+        super().__init__(
+            f"namespace {namespace!r} was indexed with {indexed_with!r}, and this server embeds "
+            f"with {server!r}: their vectors are not comparable. Set SHOAL_EMBEDDING__BACKEND "
+            "and SHOAL_EMBEDDING__ONNX_PRECISION to the namespace's, or index the documents "
+            "into a new namespace"
+        )
 
 
 class InvalidRequestError(ShoalError):

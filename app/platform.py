@@ -43,7 +43,7 @@ from app.services.scheduling import enqueue_fairly
 from app.services.usage import UsageLedger
 from app.settings import Settings
 from ingestion.batching import BatchingEmbedder
-from ingestion.embedder import Embedder, SentenceTransformerEmbedder
+from ingestion.embedder import Embedder, ModelEmbedder, make_embedder
 from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
 from retrieval.cache import CachedEmbedder, EmbeddingCache, MemoryCache, RedisCache
 from retrieval.generation.base import GenerationBackend
@@ -67,7 +67,7 @@ class Platform:
     engine: Engine
     sessions: sessionmaker[Session]
     store: VectorStore
-    embedder: SentenceTransformerEmbedder
+    embedder: ModelEmbedder
     indexing: indexing.IndexingDeps
     query: QueryDeps
     queue: TaskQueue
@@ -220,7 +220,7 @@ def guard(
     settings: Settings,
     *,
     store: VectorStore,
-    model: SentenceTransformerEmbedder,
+    model: ModelEmbedder,
     cache: EmbeddingCache,
     answers: AnswerCache,
 ) -> Guarded:
@@ -274,9 +274,7 @@ def make_limits(settings: Settings) -> RateLimits:
     )
 
 
-def build_platform(
-    settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None
-) -> Platform:
+def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None) -> Platform:
     """Build every adapter for ``settings`` (the schema must already be migrated).
 
     ``embedder`` lets several platforms in one process (tests) share one loaded model.
@@ -284,7 +282,7 @@ def build_platform(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
-    embedder = embedder or SentenceTransformerEmbedder(settings.embedding)
+    embedder = embedder or make_embedder(settings.embedding, cache_dir=settings.model_cache_dir)
     guarded = guard(
         settings,
         store=make_store(settings.vector_store, data_dir=settings.data_dir),

@@ -314,6 +314,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def model_cache_dir(self) -> Path:
+        """Where the ONNX embedding backend keeps the files it exports from the model."""
+        return self.data_dir / "models"
+
+    @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to connect to, with the embedded default filled in."""
         if self.database_url:

@@ -171,7 +171,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None, help="the first N claims (all)")
     parser.add_argument("--distractors", type=int, default=900)
     parser.add_argument("--data-dir", type=Path, help="keep (or reuse) the indexed namespaces here")
+    parser.add_argument(
+        "--decisions", type=Path, help="write each question's decisions here (JSON lines)"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another run's --decisions file: print how many decisions agree with it",
+    )
     args = parser.parse_args()
+    decisions: list[dict[str, object]] = []
 
     halves: dict[str, dict[str, int]] = {}
     with open_protocol(args.data, args.queries, args.distractors, args.data_dir) as protocol:
@@ -187,8 +196,13 @@ def main() -> None:
                 half["answered"] += 1
                 cited = {protocol.external[c.document_id] for c in present.citations}
                 half["cited"] += bool(cited & set(protocol.data.qrels[query_id]))
-            half["abstained"] += not protocol.answer("without", question).answer.answerable
+            absent = protocol.answer("without", question).answer
+            half["abstained"] += not absent.answerable
+            decisions.append(
+                {"id": query_id, "with": present.answerable, "without": absent.answerable}
+            )
         off_topic = [protocol.answer("with", q).answer.answerable for q in OFF_TOPIC]
+        decisions += [{"id": q, "with": a} for q, a in zip(OFF_TOPIC, off_topic, strict=True)]
 
     print(f"machine: {describe_machine()}")
     print(f"claims: {len(protocol.claims)}; distractors: {args.distractors}")
@@ -207,6 +221,25 @@ def main() -> None:
             f"| {abstained:.3f} | {(answered + abstained) / 2:.3f} |"
         )
     print(f"off-topic questions abstained: {off_topic.count(False)} of {len(OFF_TOPIC)}")
+    if args.decisions:
+        args.decisions.write_text("".join(json.dumps(d) + "\n" for d in decisions))
+    if args.compare:
+        print(agreement(decisions, args.compare))
+
+
+def agreement(decisions: list[dict[str, object]], other: Path) -> str:
+    """How many answer-or-abstain decisions this run shares with ``other``'s, question by
+    question and namespace by namespace (e.g. the same protocol on another embedding runtime)."""
+    theirs = {
+        (d["id"], where): d[where]
+        for d in map(json.loads, other.read_text().splitlines())
+        for where in ("with", "without")
+        if where in d
+    }
+    ours = {(d["id"], w): d[w] for d in decisions for w in ("with", "without") if w in d}
+    shared = ours.keys() & theirs.keys()
+    same = sum(ours[k] == theirs[k] for k in shared)
+    return f"decisions shared with {other}: {same} of {len(shared)} ({same / len(shared):.3f})"
 
 
 if __name__ == "__main__":

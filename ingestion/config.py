@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class ChunkingConfig(BaseModel):
@@ -26,10 +26,15 @@ class ChunkingConfig(BaseModel):
 
 CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 128
+ONNX_BATCH_SIZE = 1
+
+EmbeddingBackend = Literal["auto", "torch", "onnx"]
+OnnxPrecision = Literal["fp32", "int8"]
 
 
 class EmbeddingConfig(BaseModel):
-    """Which sentence-transformers model embeds chunks and questions (``SHOAL_EMBEDDING__...``)."""
+    """Which sentence-transformers model embeds chunks and questions, and on what runtime
+    (``SHOAL_EMBEDDING__...``)."""
 
     model: str = Field(
         "all-MiniLM-L6-v2",
@@ -41,13 +46,28 @@ class EmbeddingConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto`: CUDA in half precision when present, else CPU."
     )
+    backend: EmbeddingBackend = Field(
+        "torch",
+        description=(
+            "`torch` (sentence-transformers), `onnx` (ONNX Runtime on the CPU, the model "
+            "exported once under the data directory) or `auto`: torch on CUDA, ONNX on a CPU."
+        ),
+    )
+    onnx_precision: OnnxPrecision = Field(
+        "int8",
+        description=(
+            "Weights of the ONNX backend: `fp32` (the same vectors as torch) or `int8` "
+            "(dynamically quantised, about twice as fast on a CPU; its vectors differ slightly, "
+            "so its model id, its cache entries and its namespaces are its own)."
+        ),
+    )
     batch_size: int | None = Field(
         None,
         ge=1,
         le=1024,
         description=(
-            "Chunks per forward pass. Unset: 8 on a CPU (measured fastest for MiniLM on two "
-            "cores, bench/RESULTS.md), 128 on CUDA."
+            "Chunks per forward pass. Unset: 8 for torch on a CPU (measured fastest for MiniLM "
+            "on two cores, bench/RESULTS.md), 128 on CUDA, 32 for ONNX Runtime."
         ),
     )
     pipeline_batch: int = Field(
@@ -59,6 +79,15 @@ class EmbeddingConfig(BaseModel):
             "sentence-transformers sorts by length and splits into `batch_size` passes."
         ),
     )
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_the_cpu(self) -> EmbeddingConfig:
+        # Fail at start-up: the onnxruntime wheel has the CPU execution provider only.
+        if self.backend == "onnx" and self.device == "cuda":
+            raise ValueError(
+                "SHOAL_EMBEDDING__BACKEND=onnx runs on the CPU; use backend torch with cuda"
+            )
+        return self
 
 
 class IngestionConfig(BaseModel):

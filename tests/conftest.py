@@ -44,7 +44,8 @@ from app.platform import Platform, build_platform
 from app.services import keys
 from app.settings import Settings
 from ingestion.config import EmbeddingConfig
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder, SentenceTransformerEmbedder
+from ingestion.onnx_embedder import OnnxEmbedder
 from tests.llm import LlmRecorder
 
 POSTGRES_URL = os.environ.get(
@@ -65,6 +66,21 @@ START_REDIS = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save 
 def embedder() -> SentenceTransformerEmbedder:
     """The real bundled MiniLM, loaded once for the whole run."""
     model = SentenceTransformerEmbedder(EmbeddingConfig())
+    model.warm_up()
+    return model
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the ONNX backend's files are exported, once for the whole run (tens of seconds)."""
+    return tmp_path_factory.mktemp("onnx-models")
+
+
+@pytest.fixture(scope="session")
+def onnx_int8(onnx_cache: Path) -> OnnxEmbedder:
+    """The bundled MiniLM on ONNX Runtime in int8, the CPU default, loaded once."""
+    config = EmbeddingConfig(backend="onnx", onnx_precision="int8")
+    model = OnnxEmbedder(config, cache_dir=onnx_cache)
     model.warm_up()
     return model
 
@@ -150,7 +166,7 @@ def make_settings(data_dir: Path, database_url: str) -> Settings:
     return Settings(data_dir=data_dir, database_url=database_url)
 
 
-def start_api(settings: Settings, embedder: SentenceTransformerEmbedder) -> Iterator[Api]:
+def start_api(settings: Settings, embedder: ModelEmbedder) -> Iterator[Api]:
     platform = build_platform(settings, embedder=embedder)
     with platform.sessions() as session:
         _, platform_key = keys.create_key(session, tenant_id=None, name="test", scopes=[])
@@ -219,7 +235,13 @@ def smollm2_dir() -> Path:
 
 
 def start_shoal(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``shoal <argv>`` in its own process, as users run it, its output in ``log``."""
+    """``shoal <argv>`` in its own process, as users run it, its output in ``log``.
+
+    The embedding runtime is torch unless ``env`` names one: the CPU default (ONNX Runtime)
+    would export the model into every fresh data directory, tens of seconds each; the `api`
+    tests run the whole platform on it in process (tests/api/test_embedding_backends.py).
+    """
+    env = {"SHOAL_EMBEDDING__BACKEND": "torch", **env}
     shoal = Path(sys.executable).with_name("shoal")
     with log.open("wb") as out:
         return subprocess.Popen([str(shoal), *argv], env=env, stdout=out, stderr=subprocess.STDOUT)

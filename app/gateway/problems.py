@@ -22,6 +22,7 @@ from starlette.routing import Match, Route
 from app.errors import (
     AuthenticationError,
     ConflictError,
+    EmbeddingModelMismatchError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
     LimiterUnavailableError,
@@ -57,6 +58,9 @@ FORBIDDEN = ProblemType(403, "forbidden", "The API key lacks the scope for this 
 NOT_FOUND = ProblemType(404, "not-found", "Not found")
 METHOD_NOT_ALLOWED = ProblemType(405, "method-not-allowed", "Method not allowed")
 CONFLICT = ProblemType(409, "conflict", "Already exists")
+EMBEDDING_MODEL_MISMATCH = ProblemType(
+    409, "embedding-model-mismatch", "The namespace was indexed with another embedding model"
+)
 PAYLOAD_TOO_LARGE = ProblemType(413, "payload-too-large", "Request body too large")
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Unsupported media type")
 VALIDATION = ProblemType(422, "validation-error", "The request is invalid")
@@ -93,6 +97,7 @@ ALL_PROBLEMS = (
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     CONFLICT,
+    EMBEDDING_MODEL_MISMATCH,
     PAYLOAD_TOO_LARGE,
     UNSUPPORTED_MEDIA,
     VALIDATION,
@@ -114,6 +119,7 @@ ERROR_PROBLEMS: dict[type[Exception], ProblemType] = {
     PermissionDeniedError: FORBIDDEN,
     NotFoundError: NOT_FOUND,
     ConflictError: CONFLICT,
+    EmbeddingModelMismatchError: EMBEDDING_MODEL_MISMATCH,
     InvalidRequestError: INVALID_REQUEST,
     IdempotencyKeyReusedError: IDEMPOTENCY_KEY_REUSED,
     PayloadTooLargeError: PAYLOAD_TOO_LARGE,

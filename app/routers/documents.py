@@ -99,6 +99,7 @@ async def upload_documents(
     namespace = await run_in_threadpool(
         namespaces.get_namespace, session, tenant_id=tenant_id, name=ns
     )
+    namespaces.check_embedding_model(namespace, platform.embedder.model_id)
     # End the read transaction before the body streams in: on SQLite every transaction holds
     # the write lock (BEGIN IMMEDIATE), which indexing workers wait on meanwhile.
     await run_in_threadpool(session.commit)

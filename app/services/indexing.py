@@ -19,10 +19,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, Namespace
+from app.errors import EmbeddingModelMismatchError
 from app.metrics import DOCUMENTS
 from app.services import versions
 from app.services.documents import document_where
-from app.services.namespaces import collection_spec
+from app.services.namespaces import check_embedding_model, collection_spec
 from ingestion.chunking import chunk
 from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.document import Chunk, ParsedDocument
@@ -131,6 +132,15 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
                 f"gave up after {document.attempts} attempts: indexing never finished "
                 "(a worker stopped while indexing it)"
             )
+            session.commit()
+            DOCUMENTS.labels("failed").inc()
+            return
+        try:
+            # A worker whose model differs from the namespace's (settings changed since it was
+            # made, or workers of two settings) must not mix its vectors into it.
+            check_embedding_model(namespace, deps.embedder.model_id)
+        except EmbeddingModelMismatchError as exc:
+            document.state, document.reason = DocumentState.FAILED, str(exc)
             session.commit()
             DOCUMENTS.labels("failed").inc()
             return

@@ -11,7 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Namespace
-from app.errors import ConflictError, InvalidRequestError, NotFoundError
+from app.errors import (
+    ConflictError,
+    EmbeddingModelMismatchError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from retrieval.errors import StoreError
 from retrieval.stores.base import CollectionSpec, VectorStore
 
@@ -110,6 +115,22 @@ def get_namespace(session: Session, *, tenant_id: str, name: str) -> Namespace:
     if namespace is None:
         raise NotFoundError("namespace", name)
     return namespace
+
+
+def check_embedding_model(namespace: Namespace, model_id: str) -> None:
+    """Refuse to put ``model_id``'s vectors beside ``namespace``'s, or to compare them.
+
+    A namespace records the embedder that indexed it (its ``model_id``: the model, plus the
+    runtime where that changes the vectors, as ``+onnx-int8`` does); uploads and questions
+    embedded by another are refused, never silently compared.
+
+    Raises:
+        EmbeddingModelMismatchError: ``model_id`` is not the namespace's.
+    """
+    if namespace.embedding_model != model_id:
+        raise EmbeddingModelMismatchError(
+            namespace.name, indexed_with=namespace.embedding_model, server=model_id
+        )
 
 
 def update_namespace(

@@ -29,7 +29,7 @@ from app.services.answers import (
     unavailable_answer,
 )
 from app.services.limits import Quotas, RateLimits, Reservation
-from app.services.namespaces import get_namespace
+from app.services.namespaces import check_embedding_model, get_namespace
 from app.services.routing import RouterFactory
 from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
@@ -240,7 +240,7 @@ def answer_question(
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+        namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
         slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
         try:
             found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
@@ -313,7 +313,7 @@ def stream_answer(
     """
     started = time.perf_counter()
     with cache_scope(tenant_id):
-        namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+        namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
         slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
         try:
             found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
@@ -451,14 +451,17 @@ def _prepare(
     filter: Any,
     overrides: Mapping[str, Any] | None,
 ) -> tuple[Namespace, Retrieved]:
-    namespace, expr = _resolve(session, tenant_id, namespace_name, filter)
+    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
     return namespace, _retrieve(session, deps, namespace, question, top_k, expr, overrides)
 
 
 def _resolve(
-    session: Session, tenant_id: str, namespace_name: str, filter: Any
+    session: Session, tenant_id: str, namespace_name: str, filter: Any, deps: QueryDeps
 ) -> tuple[Namespace, Expr | None]:
     namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    # A question embedded by another model or runtime than the namespace's would be compared
+    # with vectors it does not share a space with: refused, never answered with noise.
+    check_embedding_model(namespace, deps.embedder.model_id)
     expr = parse_query_filter(namespace, filter)
     # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE): end this
     # one before the model and the vector store work, so that concurrent queries, uploads and

@@ -325,14 +325,15 @@ def test_a_collection_of_another_dimension_is_refused_without_opening_the_breake
     make_namespace(api, tenant, "docs")
     accepted = upload(api, tenant, "docs", [OTTERS])
     assert wait_for_job_in_process(api, tenant, accepted["job_id"])["state"] == "succeeded"
-    # A namespace whose collection was made by a model of another dimension: every search in
-    # it is a request Edge refuses ("Vector dimension error").
+    # A namespace whose collection has another dimension than the model's vectors (a record
+    # that claims this server's model, so the model check passes): every search in it is a
+    # request Edge refuses ("Vector dimension error").
     with api.platform.sessions() as session:
         namespaces.create_namespace(
             session,
             tenant_id=tenant.id,
             name="old",
-            embedding_model="an-older-model",
+            embedding_model=api.platform.embedder.model_id,
             embedding_dimension=8,
             indexed_fields={},
             routes={},
