@@ -1,6 +1,8 @@
 """The embedding cache: a text a model has embedded is not embedded by it again.
 
-A key is the model id and the sha256 of the normalised text (:func:`cache_key`). One cache
+A key is the tenant, the model id and the sha256 of the normalised text (:func:`cache_key`):
+the tenant is explicit, never ambient, and a :class:`CachedEmbedder` without one never
+reaches the cache. One cache
 serves questions (:func:`embed_query`) and chunks (:class:`CachedEmbedder`), so a new version
 of a document re-embeds only the chunks whose text changed. Both paths embed the *normalised*
 text, so a key means one vector whichever path stored it.
@@ -22,10 +24,8 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -60,32 +60,36 @@ def normalise_query(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-# Whose texts are being embedded: the tenant. Keys include it, so tenants never share entries:
-# otherwise a tenant could time a question to learn whether another tenant's documents (whose
-# chunks and quoted sentences are cached too) hold an exact text.
-_scope: ContextVar[str | None] = ContextVar("shoal_embedding_cache_scope", default=None)
+def cache_key(scope: str, model_id: str, text: str) -> str:
+    """Cache key of ``text`` embedded by ``model_id`` on behalf of ``scope`` (a tenant id):
+    the three joined by ``:``, the text as the sha256 of its normalised form.
 
-
-@contextmanager
-def cache_scope(scope: str) -> Iterator[None]:
-    """Within the block, on this thread, cache keys belong to ``scope`` (a tenant id)."""
-    token = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(token)
-
-
-def cache_key(model_id: str, text: str) -> str:
-    """Cache key of ``text`` embedded by ``model_id``: the :func:`cache_scope` if any, the model
-    id and sha256 of the text, joined by ``:``.
-
-    The text is normalised first (:func:`normalise_query`) and hashed, so keys have a fixed
-    length and never carry the text itself into the cache.
+    The scope is part of every key, so tenants never share an entry: otherwise a tenant could
+    time a question to learn whether another tenant's documents (whose chunks and quoted
+    sentences are cached too) hold an exact text. The text is normalised first
+    (:func:`normalise_query`) and hashed, so keys have a fixed length and never carry the text
+    itself into the cache.
     """
     digest = hashlib.sha256(normalise_query(text).encode("utf-8")).hexdigest()
-    scope = _scope.get()
-    return f"{model_id}:{digest}" if scope is None else f"{scope}:{model_id}:{digest}"
+    return f"{scope}:{model_id}:{digest}"
+
+
+@runtime_checkable
+class TenantScoped(Protocol):
+    """A component that caches per tenant: :meth:`scoped` is its view for one tenant."""
+
+    def scoped(self, scope: str) -> Self:
+        """The same component, its cache entries ``scope``'s own."""
+        ...
+
+
+_C = TypeVar("_C")
+
+
+def scoped(component: _C, scope: str) -> _C:
+    """``component`` as used on behalf of ``scope`` (a tenant id): its :meth:`TenantScoped.scoped`
+    view where it caches per tenant, itself where it caches nothing."""
+    return component.scoped(scope) if isinstance(component, TenantScoped) else component
 
 
 class EmbeddingCache(Protocol):
@@ -296,8 +300,11 @@ class RedisCache:
         return redis_call(self._cooldown, "embedding cache", operation)
 
 
-def embed_query(embedder: Embedder, cache: EmbeddingCache, text: str) -> tuple[list[float], bool]:
-    """The embedding of the query ``text``, from ``cache`` when possible.
+def embed_query(
+    embedder: Embedder, cache: EmbeddingCache, text: str, *, scope: str
+) -> tuple[list[float], bool]:
+    """The embedding of the query ``text`` asked on behalf of ``scope`` (the tenant), from
+    ``cache`` when that tenant's entry holds it.
 
     Returns the vector (unit length, ``embedder.dimension`` floats) and whether it came from the
     cache. On a miss the normalised text is embedded and stored. Any exception from the cache,
@@ -306,7 +313,7 @@ def embed_query(embedder: Embedder, cache: EmbeddingCache, text: str) -> tuple[l
     Raises:
         Whatever ``embedder.encode`` raises: without a vector there is no query.
     """
-    key = cache_key(embedder.model_id, text)
+    key = cache_key(scope, embedder.model_id, text)
     [cached] = _lookup(cache, [key])
     if cached is not None:
         if len(cached) == embedder.dimension:
@@ -327,6 +334,10 @@ class CachedEmbedder:
     indexing uses it in place of the model: a new version of a document re-embeds only the
     chunks whose text changed. Thread-safe if the wrapped embedder and the cache are.
 
+    Its entries are one tenant's: :meth:`scoped` gives the view that reads and writes them.
+    Without a scope (as built) it never reaches the cache and only normalises and encodes, so
+    a call path that forgets the tenant costs time, never another tenant's entries.
+
     Like :func:`embed_query`, it embeds each text's normalised form, because the key hashes
     that form: were the raw text embedded, one key could hold two vectors. For
     all-MiniLM-L6-v2 this changes nothing (its BERT tokenizer splits on whitespace and folds
@@ -340,11 +351,23 @@ class CachedEmbedder:
         cache: EmbeddingCache,
         *,
         on_lookup: LookupObserver | None = None,
+        scope: str | None = None,
     ) -> None:
         """``on_lookup(hits, misses)`` is called after each lookup, one count per text."""
         self._embedder = embedder
         self._cache = cache
         self._on_lookup = on_lookup
+        self._scope = scope
+
+    def scoped(self, scope: str) -> Self:
+        """This embedder on behalf of ``scope`` (a tenant id): a view over the same model and
+        cache whose entries are ``scope``'s alone."""
+        return type(self)(self._embedder, self._cache, on_lookup=self._on_lookup, scope=scope)
+
+    @property
+    def scope(self) -> str | None:
+        """Whose entries this view reads and writes; None: it never reaches the cache."""
+        return self._scope
 
     @property
     def inner(self) -> ChunkEmbedder:
@@ -385,7 +408,12 @@ class CachedEmbedder:
         if not texts:
             return rows
         normalised = [normalise_query(text) for text in texts]
-        keys = [cache_key(self.model_id, text) for text in normalised]
+        if self._scope is None:
+            return self._embedder.encode(
+                normalised,
+                token_counts=self._recount(texts, normalised, token_counts, range(len(texts))),
+            )
+        keys = [cache_key(self._scope, self.model_id, text) for text in normalised]
         missed: dict[str, list[int]] = {}  # key -> the rows that need its vector
         corrupt = 0
         for row, (key, vector) in enumerate(zip(keys, _lookup(self._cache, keys), strict=True)):
@@ -404,20 +432,30 @@ class CachedEmbedder:
             return rows
 
         firsts = [indices[0] for indices in missed.values()]
-        counts = None
-        if token_counts is not None:
-            # Chunking counted the raw text; recount only where normalising changed it.
-            counts = [
-                token_counts[i]
-                if normalised[i] == texts[i]
-                else self._embedder.count_tokens(normalised[i])
-                for i in firsts
-            ]
+        counts = self._recount(texts, normalised, token_counts, firsts)
         vectors = self._embedder.encode([normalised[i] for i in firsts], token_counts=counts)
         for indices, vector in zip(missed.values(), vectors, strict=True):
             rows[indices] = vector
         _store(self._cache, dict(zip(missed, vectors, strict=True)))
         return rows
+
+    def _recount(
+        self,
+        texts: Sequence[str],
+        normalised: Sequence[str],
+        token_counts: Sequence[int] | None,
+        rows: Sequence[int],
+    ) -> list[int] | None:
+        """The token counts of ``rows``' normalised texts: chunking counted the raw text, so
+        only the rows that normalising changed are counted again."""
+        if token_counts is None:
+            return None
+        return [
+            token_counts[i]
+            if normalised[i] == texts[i]
+            else self._embedder.count_tokens(normalised[i])
+            for i in rows
+        ]
 
 
 def _lookup(cache: EmbeddingCache, keys: Sequence[str]) -> list[Vector | None]:

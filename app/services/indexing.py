@@ -33,7 +33,7 @@ from ingestion.parsers import parse
 from ingestion.prompt_tokens import count_prompt_tokens
 from retrieval.answers import AnswerCache
 from retrieval.answers import invalidate as invalidate_answers
-from retrieval.cache import cache_scope
+from retrieval.cache import scoped
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.stores.base import Point, VectorStore
 from workers.errors import TransientError
@@ -161,10 +161,10 @@ def _ingest(document_id: str, deps: IndexingDeps) -> None:
         return
 
     _set_state(deps, document_id, DocumentState.EMBEDDING, reason=None)
-    with cache_scope(payload_base["tenant_id"]):
-        vectors = deps.embedder.encode(
-            [c.text for c in chunks], token_counts=[c.token_count for c in chunks]
-        )
+    # The tenant's own cache entries: a new version re-embeds only the chunks that changed.
+    vectors = scoped(deps.embedder, payload_base["tenant_id"]).encode(
+        [c.text for c in chunks], token_counts=[c.token_count for c in chunks]
+    )
     points = [
         Point(
             id=point_id(document_id, c.ordinal),

@@ -34,7 +34,7 @@ from app.services.routing import RouterFactory
 from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
 from retrieval.answers import AnswerCache
-from retrieval.cache import EmbeddingCache, cache_scope, embed_query, normalise_query
+from retrieval.cache import EmbeddingCache, embed_query, normalise_query
 from retrieval.config import SearchOptions
 from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
@@ -141,7 +141,7 @@ def retrieve(
     options = deps.search.overlay(namespace.search).overlay(overrides or {})
     timings: dict[str, float] = {}
     mark = time.perf_counter()
-    vector, cache_hit = embed_query(deps.embedder, deps.cache, question)
+    vector, cache_hit = embed_query(deps.embedder, deps.cache, question, scope=namespace.tenant_id)
     timings["embed"] = _ms_since(mark)
 
     reranking = options.rerank and deps.reranker is not None
@@ -199,10 +199,9 @@ def search_namespace(
         StoreUnavailableError: the vector store failed.
     """
     started = time.perf_counter()
-    with cache_scope(tenant_id):
-        _, found = _prepare(
-            session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-        )
+    _, found = _prepare(
+        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
+    )
     _record(deps, tenant_id, key_id)
     _observe_stages(found.timings_ms)
     found.timings_ms["total"] = _ms_since(started)
@@ -239,32 +238,31 @@ def answer_question(
         RateLimitedError: the token budget cannot cover the answer.
     """
     started = time.perf_counter()
-    with cache_scope(tenant_id):
-        namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
-        slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
+    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+    try:
+        found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
+    except _OUTAGES as exc:
+        return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
+    timings = dict(found.timings_ms)
+    mark = time.perf_counter()
+    try:
+        verdict = _judge(deps, namespace, question, found)
+    except _OUTAGES as exc:  # the gate embeds the candidate sentences
+        return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
+    if not verdict.answerable:
+        answer, choice, reservation = _abstention(verdict), _abstained(verdict), None
+    else:
+        router = deps.routers.router(namespace.routes, scope=namespace.tenant_id)
+        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
         try:
-            found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
-        except _OUTAGES as exc:
+            answer, choice = router.answer(question, found.vector, found.passages, route)
+        except _OUTAGES as exc:  # the extractive answer embeds its sentences
+            _settle(deps, reservation, 0)
             return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
-        timings = dict(found.timings_ms)
-        mark = time.perf_counter()
-        try:
-            verdict = _judge(deps, question, found)
-        except _OUTAGES as exc:  # the gate embeds the candidate sentences
-            return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
-        if not verdict.answerable:
-            answer, choice, reservation = _abstention(verdict), _abstained(verdict), None
-        else:
-            router = deps.routers.router(namespace.routes)
-            reservation = _reserve(deps, quotas, namespace, router, question, found, route)
-            try:
-                answer, choice = router.answer(question, found.vector, found.passages, route)
-            except _OUTAGES as exc:  # the extractive answer embeds its sentences
-                _settle(deps, reservation, 0)
-                return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
-            except BaseException:
-                _settle(deps, reservation, 0)
-                raise
+        except BaseException:
+            _settle(deps, reservation, 0)
+            raise
     timings["generate"] = _ms_since(mark)
     timings["total"] = _ms_since(started)
     _settle(deps, reservation, answer.prompt_tokens + answer.completion_tokens)
@@ -312,39 +310,38 @@ def stream_answer(
     A degraded answer (see :func:`answer_question`) comes whole, as one delta.
     """
     started = time.perf_counter()
-    with cache_scope(tenant_id):
-        namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
-        slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
-        try:
-            found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
-        except _OUTAGES as exc:
-            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
-        try:
-            verdict = _judge(deps, question, found)
-        except _OUTAGES as exc:  # the gate embeds the candidate sentences
-            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
-        if not verdict.answerable:
-            abstention = _abstained(verdict)
-            events: Iterator[RouteChoice | StreamEvent] = iter(
-                [Delta(ABSTAIN_TEXT), _abstention(verdict)]
-            )
-            return _stream_events(
-                events, abstention, found, started, tenant_id, key_id, route, deps, None, slot
-            )
-        router = deps.routers.router(namespace.routes)
-        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
-        try:
-            events = router.stream(question, found.vector, found.passages, route)
-            # Pull the route decision now, so that a failure to plan is an error of the
-            # request. It starts the backend too: the extractive one embeds its sentences
-            # here, in scope.
-            choice = next(events)
-        except _OUTAGES as exc:  # the extractive answer embeds its sentences
-            _settle(deps, reservation, 0)
-            return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
-        except BaseException:
-            _settle(deps, reservation, 0)
-            raise
+    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
+    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+    try:
+        found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
+    except _OUTAGES as exc:
+        return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+    try:
+        verdict = _judge(deps, namespace, question, found)
+    except _OUTAGES as exc:  # the gate embeds the candidate sentences
+        return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+    if not verdict.answerable:
+        abstention = _abstained(verdict)
+        events: Iterator[RouteChoice | StreamEvent] = iter(
+            [Delta(ABSTAIN_TEXT), _abstention(verdict)]
+        )
+        return _stream_events(
+            events, abstention, found, started, tenant_id, key_id, route, deps, None, slot
+        )
+    router = deps.routers.router(namespace.routes, scope=namespace.tenant_id)
+    reservation = _reserve(deps, quotas, namespace, router, question, found, route)
+    try:
+        events = router.stream(question, found.vector, found.passages, route)
+        # Pull the route decision now, so that a failure to plan is an error of the
+        # request. It starts the backend too: the extractive one embeds its sentences here
+        # (in the tenant's cache entries: the router's backend is scoped, whenever it runs).
+        choice = next(events)
+    except _OUTAGES as exc:  # the extractive answer embeds its sentences
+        _settle(deps, reservation, 0)
+        return _degraded_stream(_degraded(session, deps, slot, exc, tenant_id, key_id, started))
+    except BaseException:
+        _settle(deps, reservation, 0)
+        raise
     assert isinstance(choice, RouteChoice)  # noqa: S101 (Router.stream's contract)
     return _stream_events(
         events, choice, found, started, tenant_id, key_id, route, deps, reservation, slot
@@ -399,11 +396,11 @@ def _stream_events(
             _record(deps, tenant_id, key_id)
 
 
-def _judge(deps: QueryDeps, question: str, found: Retrieved) -> Verdict:
+def _judge(deps: QueryDeps, namespace: Namespace, question: str, found: Retrieved) -> Verdict:
     """The evidence gate's verdict on ``found``, under the namespace's abstention options."""
     if deps.gate is None:
         return Verdict(True)
-    return deps.gate.judge(
+    return deps.gate.scoped(namespace.tenant_id).judge(
         question,
         found.vector,
         found.passages,

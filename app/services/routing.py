@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import InvalidRequestError
+from retrieval.cache import scoped
 from retrieval.config import RouteConfig, RoutesConfig
 from retrieval.generation.base import GenerationBackend, Passage
 from retrieval.generation.prompt import build_prompt
@@ -81,8 +82,10 @@ class RouterFactory:
         self._pools: dict[str, EndpointPool] = {}  # by generator name: bounded by the catalog
         self._lock = threading.Lock()
 
-    def router(self, routes: Mapping[str, Any]) -> Router:
-        """The router for a namespace's stored ``routes`` ({} means the server's default).
+    def router(self, routes: Mapping[str, Any], *, scope: str) -> Router:
+        """The router for a namespace's stored ``routes`` ({} means the server's default),
+        answering on behalf of ``scope`` (the namespace's tenant: the extractive backend's
+        sentence vectors are cached in its entries).
 
         A stored route whose generator the operator has since removed answers extractively
         rather than failing every query of the namespace.
@@ -92,7 +95,7 @@ class RouterFactory:
         return Router(
             small=self._pool(config.small),
             large=self._pool(config.large),
-            extractive=self._extractive,
+            extractive=scoped(self._extractive, scope),
             policy=policy,
         )
 

@@ -24,9 +24,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
+from retrieval.cache import scoped
 from retrieval.embedding import Embedder
 from retrieval.generation.base import AbstainReason, Passage
 from retrieval.generation.extractive import quotable_sentences
@@ -151,6 +153,11 @@ class EvidenceGate:
     def __init__(self, embedder: Embedder, model: GateModel | None = None) -> None:
         self._embedder = embedder
         self._model = model or DEFAULT_GATE
+
+    def scoped(self, scope: str) -> Self:
+        """This gate judging for ``scope`` (a tenant id): its sentence vectors are cached in
+        that tenant's entries (:func:`retrieval.cache.scoped`)."""
+        return type(self)(scoped(self._embedder, scope), self._model)
 
     def judge(
         self,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.cache import scoped
 from retrieval.embedding import Embedder
 from retrieval.generation.base import (
     AbstainReason,
@@ -193,6 +195,16 @@ class ExtractiveGenerator:
         self._max_sentences = max_sentences
         self._min_score = min_score
         self._max_passages = max_passages
+
+    def scoped(self, scope: str) -> Self:
+        """This backend answering for ``scope`` (a tenant id): its sentence vectors are cached
+        in that tenant's entries (:func:`retrieval.cache.scoped`)."""
+        return type(self)(
+            scoped(self._embedder, scope),
+            max_sentences=self._max_sentences,
+            min_score=self._min_score,
+            max_passages=self._max_passages,
+        )
 
     @property
     def name(self) -> str:

@@ -22,14 +22,18 @@ from retrieval.cache import (
     Vector,
     VectorLike,
     cache_key,
-    cache_scope,
     embed_query,
     normalise_query,
 )
 from retrieval.config import CacheConfig
 from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import CacheUnavailableError
+from retrieval.generation.base import Passage
+from retrieval.generation.evidence import EvidenceGate
+from retrieval.generation.extractive import ExtractiveGenerator
 from tests.conftest import RedisScratch
+
+T = "tenant"  # the scope (a tenant id) of the tests that need one
 
 DIM = 4
 
@@ -84,19 +88,19 @@ class BrokenCache:
     ],
 )
 def test_keys_ignore_whitespace_and_unicode_composition(variant: str) -> None:
-    assert cache_key("m", variant) == cache_key("m", "What is a café?")
+    assert cache_key(T, "m", variant) == cache_key(T, "m", "What is a café?")
 
 
 def test_keys_differ_by_text_case_and_model() -> None:
-    base = cache_key("m", "What is a café?")
-    assert cache_key("m", "what is a café?") != base
-    assert cache_key("other-model", "What is a café?") != base
+    base = cache_key(T, "m", "What is a café?")
+    assert cache_key(T, "m", "what is a café?") != base
+    assert cache_key(T, "other-model", "What is a café?") != base
 
 
-def test_a_key_is_the_model_id_and_a_sha256_without_the_text() -> None:
-    key = cache_key("all-MiniLM-L6-v2", "secret question")
-    model, digest = key.rsplit(":", 1)
-    assert model == "all-MiniLM-L6-v2"
+def test_a_key_is_the_scope_the_model_id_and_a_sha256_without_the_text() -> None:
+    key = cache_key(T, "all-MiniLM-L6-v2", "secret question")
+    scope, model, digest = key.split(":")
+    assert (scope, model) == (T, "all-MiniLM-L6-v2")
     assert digest == hashlib.sha256(b"secret question").hexdigest()
     assert "secret" not in key
 
@@ -180,8 +184,8 @@ def test_memory_cache_stays_bounded_under_concurrent_use() -> None:
 def test_embed_query_computes_once_then_hits_the_cache() -> None:
     embedder, cache = CountingEmbedder(), MemoryCache()
 
-    first, first_hit = embed_query(embedder, cache, "How tall is the tower?")
-    second, second_hit = embed_query(embedder, cache, "  How tall is   the tower? ")
+    first, first_hit = embed_query(embedder, cache, "How tall is the tower?", scope=T)
+    second, second_hit = embed_query(embedder, cache, "  How tall is   the tower? ", scope=T)
 
     assert (first_hit, second_hit) == (False, True)
     assert second == first
@@ -193,7 +197,7 @@ def test_a_failing_cache_degrades_to_computing() -> None:
     embedder = CountingEmbedder()
 
     with capture_logs() as logs:
-        vector, hit = embed_query(embedder, BrokenCache(), "How tall is the tower?")
+        vector, hit = embed_query(embedder, BrokenCache(), "How tall is the tower?", scope=T)
 
     assert hit is False
     assert vector == [float(x) for x in embedder.encode(["How tall is the tower?"])[0]]
@@ -204,13 +208,13 @@ def test_a_failing_cache_degrades_to_computing() -> None:
 
 def test_a_cached_vector_of_the_wrong_length_is_recomputed() -> None:
     embedder, cache = CountingEmbedder(), MemoryCache()
-    cache.put(cache_key(embedder.model_id, "q"), [0.5, 0.5])
+    cache.put(cache_key(T, embedder.model_id, "q"), [0.5, 0.5])
 
-    vector, hit = embed_query(embedder, cache, "q")
+    vector, hit = embed_query(embedder, cache, "q", scope=T)
 
     assert hit is False
     assert len(vector) == DIM
-    assert stored(cache, cache_key(embedder.model_id, "q")) == vector
+    assert stored(cache, cache_key(T, embedder.model_id, "q")) == vector
 
 
 def stored(cache: EmbeddingCache, key: str) -> list[float] | None:
@@ -266,7 +270,7 @@ def test_redis_stores_float32_bytes_under_the_prefix_with_the_ttl(
     redis_scratch: RedisScratch,
 ) -> None:
     cache = RedisCache(redis_scratch.url, CacheConfig(key_prefix=redis_scratch.prefix, ttl_s=90))
-    key = cache_key("m", "a text")
+    key = cache_key(T, "m", "a text")
     cache.put_many({key: np.arange(384, dtype=np.float32)})
 
     [name] = redis_scratch.keys()
@@ -456,7 +460,7 @@ def test_cached_embedder_encodes_only_the_misses_and_returns_the_models_vectors(
     model: RecordingModel, embedder: ChunkEmbedder, any_cache: EmbeddingCache
 ) -> None:
     lookups = Lookups()
-    cached = CachedEmbedder(model, any_cache, on_lookup=lookups)
+    cached = CachedEmbedder(model, any_cache, on_lookup=lookups).scoped(T)
 
     first = cached.encode(TIDES[:3])
     second = cached.encode([TIDES[3], TIDES[0], TIDES[2]])
@@ -472,7 +476,7 @@ def test_cached_embedder_encodes_only_the_misses_and_returns_the_models_vectors(
 @pytest.mark.slow
 def test_cached_embedder_encodes_a_repeated_text_once(model: RecordingModel) -> None:
     lookups = Lookups()
-    cached = CachedEmbedder(model, MemoryCache(), on_lookup=lookups)
+    cached = CachedEmbedder(model, MemoryCache(), on_lookup=lookups).scoped(T)
 
     rows = cached.encode([TIDES[0], TIDES[1], TIDES[0]])
 
@@ -486,11 +490,11 @@ def test_cached_embedder_embeds_the_normalised_text_as_queries_do(
     model: RecordingModel, embedder: ChunkEmbedder
 ) -> None:
     cache = MemoryCache()
-    cached = CachedEmbedder(model, cache)
+    cached = CachedEmbedder(model, cache).scoped(T)
     messy = "  Tide pools form where\n the sea   retreats over rock. "
 
     [row] = cached.encode([messy], token_counts=[embedder.count_tokens(messy)])
-    vector, hit = embed_query(model, cache, TIDES[0])
+    vector, hit = embed_query(model, cache, TIDES[0], scope=T)
 
     # One key, one vector: the query finds what indexing stored, and both are the vector of
     # the normalised text.
@@ -503,7 +507,7 @@ def test_cached_embedder_embeds_the_normalised_text_as_queries_do(
 
 @pytest.mark.slow
 def test_cached_embedder_passes_the_chunkers_token_counts_through(model: RecordingModel) -> None:
-    cached = CachedEmbedder(model, MemoryCache())
+    cached = CachedEmbedder(model, MemoryCache()).scoped(T)
     cached.encode(TIDES[:2], token_counts=[11, 12])  # made up: the model trusts them
     assert model.counts == [[11, 12]]
 
@@ -513,25 +517,27 @@ def test_cached_embedder_recomputes_a_cached_vector_of_the_wrong_length(
     model: RecordingModel, embedder: ChunkEmbedder
 ) -> None:
     cache = MemoryCache()
-    cache.put(cache_key(model.model_id, TIDES[0]), [0.5, 0.5])
+    cache.put(cache_key(T, model.model_id, TIDES[0]), [0.5, 0.5])
 
     with capture_logs() as logs:
-        [row] = CachedEmbedder(model, cache).encode([TIDES[0]])
+        [row] = CachedEmbedder(model, cache).scoped(T).encode([TIDES[0]])
 
     assert model.calls == [[TIDES[0]]]
     assert [e["event"] for e in logs] == ["embedding_cache_corrupt"]
     np.testing.assert_allclose(row, embedder.encode([TIDES[0]])[0], atol=1e-5)
-    assert stored(cache, cache_key(model.model_id, TIDES[0])) == row.tolist()
+    assert stored(cache, cache_key(T, model.model_id, TIDES[0])) == row.tolist()
 
 
 def test_cached_embedder_refuses_token_counts_of_another_length() -> None:
     with pytest.raises(ValueError, match="one count per text"):
-        CachedEmbedder(CountingChunkModel(), MemoryCache()).encode(["a", "b"], token_counts=[1])
+        CachedEmbedder(CountingChunkModel(), MemoryCache()).scoped(T).encode(
+            ["a", "b"], token_counts=[1]
+        )
 
 
 def test_cached_embedder_of_nothing_is_an_empty_matrix() -> None:
     model = CountingChunkModel()
-    rows = CachedEmbedder(model, MemoryCache()).encode([])
+    rows = CachedEmbedder(model, MemoryCache()).scoped(T).encode([])
     assert rows.shape == (0, DIM)
     assert model.calls == []
 
@@ -544,8 +550,8 @@ def test_redis_down_still_embeds_queries_and_chunks_correctly(
     lookups = Lookups()
 
     with capture_logs() as logs:
-        rows = CachedEmbedder(model, cache, on_lookup=lookups).encode(TIDES)
-        vector, hit = embed_query(model, cache, "Where do tide pools form?")
+        rows = CachedEmbedder(model, cache, on_lookup=lookups).scoped(T).encode(TIDES)
+        vector, hit = embed_query(model, cache, "Where do tide pools form?", scope=T)
 
     np.testing.assert_allclose(rows, embedder.encode(TIDES), atol=1e-5)
     np.testing.assert_allclose(vector, embedder.encode(["Where do tide pools form?"])[0], atol=1e-5)
@@ -556,12 +562,52 @@ def test_redis_down_still_embeds_queries_and_chunks_correctly(
     assert [(e["operation"], e["log_level"]) for e in failed] == [("get", "warning")]
 
 
-def test_keys_belong_to_the_scope_they_are_made_in() -> None:
-    unscoped = cache_key("m", "a sentence of some tenant's document")
-    with cache_scope("tenant-a"):
-        a = cache_key("m", "a sentence of some tenant's document")
-        with cache_scope("tenant-b"):
-            b = cache_key("m", "a sentence of some tenant's document")
-        assert cache_key("m", "a sentence of some tenant's document") == a
-    assert len({unscoped, a, b}) == 3
-    assert cache_key("m", "a sentence of some tenant's document") == unscoped
+def test_keys_belong_to_their_scope() -> None:
+    text = "a sentence of some tenant's document"
+    assert cache_key("tenant-a", "m", text) != cache_key("tenant-b", "m", text)
+    assert cache_key("tenant-a", "m", text) == cache_key("tenant-a", "m", text)
+
+
+@pytest.mark.slow
+def test_a_tenants_view_never_reads_another_tenants_entries(model: RecordingModel) -> None:
+    cache = MemoryCache()
+    cached = CachedEmbedder(model, cache)
+    cached.scoped("tenant-a").encode([TIDES[0]])
+    cached.scoped("tenant-b").encode([TIDES[0]])
+    _, hit = embed_query(model, cache, TIDES[0], scope="tenant-c")
+    # Each tenant paid for its own vector: none was served another tenant's entry.
+    assert model.calls == [[TIDES[0]]] * 3
+    assert hit is False
+    assert len(cache) == 3
+
+
+@pytest.mark.slow
+def test_without_a_scope_the_cache_is_never_reached(model: RecordingModel) -> None:
+    cache = MemoryCache()
+    lookups = Lookups()
+    unscoped = CachedEmbedder(model, cache, on_lookup=lookups)
+    assert unscoped.scope is None
+    first = unscoped.encode([TIDES[0], TIDES[1]])
+    second = unscoped.encode([TIDES[0]])
+    assert len(cache) == 0  # nothing stored ...
+    assert lookups.seen == []  # ... nothing looked up ...
+    assert model.calls == [[TIDES[0], TIDES[1]], [TIDES[0]]]  # ... everything computed
+    np.testing.assert_array_equal(first[0], second[0])
+
+
+@pytest.mark.slow
+def test_the_gate_and_the_extractive_backend_cache_in_the_tenants_entries(
+    model: RecordingModel,
+) -> None:
+    cache = MemoryCache()
+    sentences = CachedEmbedder(model, cache)
+    passages = [Passage(text=TIDES[0] + " " + TIDES[1], score=0.9, document_id="d", chunk_id="c")]
+    vector = [float(x) for x in model.encode([TIDES[0]])[0]]
+    model.calls.clear()
+    EvidenceGate(sentences).scoped("tenant-a").judge(TIDES[0], vector, passages)
+    ExtractiveGenerator(sentences).scoped("tenant-a").generate(TIDES[0], vector, passages)
+    ExtractiveGenerator(sentences).scoped("tenant-b").generate(TIDES[0], vector, passages)
+    # tenant-a's answer reused the sentences its gate embedded; tenant-b embedded its own.
+    assert model.calls == [[TIDES[0], TIDES[1]]] * 2
+    for tenant in ("tenant-a", "tenant-b"):
+        assert cache.get(cache_key(tenant, model.model_id, TIDES[1])) is not None
