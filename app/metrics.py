@@ -132,7 +132,7 @@ def track_breaker(name: str, state: Callable[[], str]) -> None:
 
 
 def count_cache_lookups(use: str) -> Callable[[int, int], None]:
-    """A :class:`retrieval.cache.CachedEmbedder` ``on_lookup`` that counts under ``use``."""
+    """A :class:`retrieval.cached_embedder.CachedEmbedder` ``on_lookup`` counting under ``use``."""
     hits, misses = EMBEDDING_CACHE.labels(use, "hit"), EMBEDDING_CACHE.labels(use, "miss")
 
     def count(hit_count: int, miss_count: int) -> None:

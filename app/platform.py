@@ -45,7 +45,8 @@ from app.settings import Settings
 from ingestion.batching import BatchingEmbedder
 from ingestion.embedder import Embedder, ModelEmbedder, make_embedder
 from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
-from retrieval.cache import CachedEmbedder, EmbeddingCache, MemoryCache, RedisCache
+from retrieval.cache import EmbeddingCache, MemoryCache, RedisCache
+from retrieval.cached_embedder import CachedEmbedder
 from retrieval.generation.base import GenerationBackend
 from retrieval.generation.evidence import EvidenceGate
 from retrieval.generation.extractive import ExtractiveGenerator

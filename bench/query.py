@@ -21,6 +21,7 @@ same HTTP path, and the embedding step alone, hit against miss.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import statistics
@@ -103,8 +104,9 @@ def main() -> None:
         print(f"# indexed {indexed}, failed {failed}", file=sys.stderr)
         # The embedding step alone: the cache's hit path against its miss path.
         embedder, cache = platform.query.embedder, platform.query.cache
-        miss_ms = [_ms(embed_query, embedder, cache, q + " (embed)") for q in questions]
-        hit_ms = [_ms(embed_query, embedder, cache, q + " (embed)") for q in questions]
+        embed = functools.partial(embed_query, embedder, cache, scope=tenant_id)
+        miss_ms = [_ms(embed, q + " (embed)") for q in questions]
+        hit_ms = [_ms(embed, q + " (embed)") for q in questions]
         collection = namespace.collection
         platform.close()
 

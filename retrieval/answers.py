@@ -31,9 +31,9 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from retrieval.cache import Cooldown, fail_fast_redis, redis_call
 from retrieval.config import AnswerCacheConfig, CacheConfig
 from retrieval.errors import CacheUnavailableError
+from retrieval.redis_client import Cooldown, fail_fast_redis, redis_call
 
 log = structlog.get_logger(__name__)
 

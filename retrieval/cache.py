@@ -1,20 +1,21 @@
 """The embedding cache: a text a model has embedded is not embedded by it again.
 
 A key is the tenant, the model id and the sha256 of the normalised text (:func:`cache_key`):
-the tenant is explicit, never ambient, and a :class:`CachedEmbedder` without one never
-reaches the cache. One cache
-serves questions (:func:`embed_query`) and chunks (:class:`CachedEmbedder`), so a new version
-of a document re-embeds only the chunks whose text changed. Both paths embed the *normalised*
-text, so a key means one vector whichever path stored it.
+the tenant is explicit, never ambient. One cache serves questions (:func:`embed_query`) and
+chunks and quoted sentences (:class:`retrieval.cached_embedder.CachedEmbedder`, which without a
+tenant never reaches the cache), so a new version of a document re-embeds only the chunks whose
+text changed. Both paths embed the *normalised* text, so a key means one vector whichever path
+stored it.
 
 Two :class:`EmbeddingCache` implementations sit side by side: :class:`MemoryCache`, an
 in-process LRU (the embedded default), and :class:`RedisCache`, shared by every replica and
 worker (``SHOAL_REDIS_URL``). Both keep a vector as its float32 bytes: 4 bytes per dimension,
 where a tuple of Python floats took 32.
 
-A cache is an optimisation, never a dependency: :func:`embed_query` and :class:`CachedEmbedder`
-count any cache failure as a miss and compute, so a Redis outage slows queries and indexing
-down but never fails them. :class:`RedisCache` bounds what an outage costs each call.
+A cache is an optimisation, never a dependency: :func:`embed_query` and the cached embedder
+count any cache failure as a miss and compute (:func:`lookup_quietly`, :func:`store_quietly`),
+so a Redis outage slows queries and indexing down but never fails them. :class:`RedisCache`
+bounds what an outage costs each call (:mod:`retrieval.redis_client`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ from typing import Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-import redis
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from retrieval.config import CacheConfig
-from retrieval.embedding import ChunkEmbedder, Embedder
-from retrieval.errors import CacheUnavailableError
+from retrieval.embedding import Embedder
+from retrieval.redis_client import Cooldown, fail_fast_redis, redis_call
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +44,10 @@ VectorLike = Vector | Sequence[float]
 LookupObserver = Callable[[int, int], None]
 """Called with ``(hits, misses)`` after each lookup; ``app`` turns the counts into metrics."""
 
+_T = TypeVar("_T")
+
 # How vectors are stored: little-endian float32, the same bytes on every machine.
 _STORED = np.dtype("<f4")
-_T = TypeVar("_T")
 
 
 def normalise_query(text: str) -> str:
@@ -175,51 +174,6 @@ class MemoryCache:
             return len(self._entries)
 
 
-class Cooldown:
-    """After a failure a dependency is left alone for ``seconds``: an outage costs its callers
-    one timeout per period, not one per call. One float, written whole: no lock needed."""
-
-    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._until = float("-inf")
-
-    @property
-    def active(self) -> bool:
-        return self._clock() < self._until
-
-    @property
-    def remaining_s(self) -> float:
-        return max(0.0, self._until - self._clock())
-
-    def start(self) -> None:
-        self._until = self._clock() + self.seconds
-
-
-def redis_call(cooldown: Cooldown, what: str, operation: Callable[[], _T]) -> _T:
-    """``operation()``; a Redis failure starts ``cooldown`` and raises
-    :class:`~retrieval.errors.CacheUnavailableError` naming ``what``."""
-    try:
-        return operation()
-    except (redis.RedisError, OSError) as exc:
-        cooldown.start()
-        raise CacheUnavailableError(
-            f"Redis {what} failed ({type(exc).__name__}: {exc}); skipped for {cooldown.seconds} s"
-        ) from exc
-
-
-def fail_fast_redis(url: str, *, connect_timeout_s: float, timeout_s: float) -> redis.Redis:
-    """A client for ``url`` that gives up within its timeouts: short connect and read timeouts
-    (redis-py's default is 5 s) and redis-py's own retries (ten by default) off, so that an
-    outage costs each caller one short timeout. No connection is made until the first call."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), retries=0),
-    )
-
-
 class RedisCache:
     """Vectors in Redis, shared by every API replica and worker.
 
@@ -314,7 +268,7 @@ def embed_query(
         Whatever ``embedder.encode`` raises: without a vector there is no query.
     """
     key = cache_key(scope, embedder.model_id, text)
-    [cached] = _lookup(cache, [key])
+    [cached] = lookup_quietly(cache, [key])
     if cached is not None:
         if len(cached) == embedder.dimension:
             hit: list[float] = cached.tolist()
@@ -322,143 +276,12 @@ def embed_query(
         log.warning("embedding_cache_corrupt", length=len(cached), expected=embedder.dimension)
 
     vector = embedder.encode([normalise_query(text)])[0]
-    _store(cache, {key: vector})
+    store_quietly(cache, {key: vector})
     computed: list[float] = vector.tolist()
     return computed, False
 
 
-class CachedEmbedder:
-    """An embedder that looks texts up in a cache and encodes only the ones it misses.
-
-    It wraps a :class:`~retrieval.embedding.ChunkEmbedder` and has the same interface, so
-    indexing uses it in place of the model: a new version of a document re-embeds only the
-    chunks whose text changed. Thread-safe if the wrapped embedder and the cache are.
-
-    Its entries are one tenant's: :meth:`scoped` gives the view that reads and writes them.
-    Without a scope (as built) it never reaches the cache and only normalises and encodes, so
-    a call path that forgets the tenant costs time, never another tenant's entries.
-
-    Like :func:`embed_query`, it embeds each text's normalised form, because the key hashes
-    that form: were the raw text embedded, one key could hold two vectors. For
-    all-MiniLM-L6-v2 this changes nothing (its BERT tokenizer splits on whitespace and folds
-    accents, so both forms give the same tokens and the same vector); for other models a chunk
-    loses only runs of whitespace and Unicode decomposition.
-    """
-
-    def __init__(
-        self,
-        embedder: ChunkEmbedder,
-        cache: EmbeddingCache,
-        *,
-        on_lookup: LookupObserver | None = None,
-        scope: str | None = None,
-    ) -> None:
-        """``on_lookup(hits, misses)`` is called after each lookup, one count per text."""
-        self._embedder = embedder
-        self._cache = cache
-        self._on_lookup = on_lookup
-        self._scope = scope
-
-    def scoped(self, scope: str) -> Self:
-        """This embedder on behalf of ``scope`` (a tenant id): a view over the same model and
-        cache whose entries are ``scope``'s alone."""
-        return type(self)(self._embedder, self._cache, on_lookup=self._on_lookup, scope=scope)
-
-    @property
-    def scope(self) -> str | None:
-        """Whose entries this view reads and writes; None: it never reaches the cache."""
-        return self._scope
-
-    @property
-    def inner(self) -> ChunkEmbedder:
-        """The wrapped embedder."""
-        return self._embedder
-
-    @property
-    def model_id(self) -> str:
-        return self._embedder.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self._embedder.dimension
-
-    @property
-    def max_seq_length(self) -> int:
-        return self._embedder.max_seq_length
-
-    def count_tokens(self, text: str) -> int:
-        return self._embedder.count_tokens(text)
-
-    def encode(self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None) -> Vector:
-        """Embed ``texts`` as the wrapped embedder does: one unit-length float32 row per text,
-        in input order, shape ``(len(texts), dimension)``.
-
-        All texts are looked up in one batch; the misses are encoded in one call (a text
-        repeated within the call once) and stored. A cache failure counts every text as a
-        miss and is logged, never raised; so is a cached vector of the wrong length.
-
-        Raises:
-            ValueError: ``token_counts`` has not one count per text.
-            Whatever the wrapped ``encode`` raises (e.g. ``ValueError`` for a text too long).
-        """
-        if token_counts is not None and len(token_counts) != len(texts):
-            raise ValueError("token_counts must have one count per text")
-        dimension = self._embedder.dimension
-        rows = np.empty((len(texts), dimension), dtype=np.float32)
-        if not texts:
-            return rows
-        normalised = [normalise_query(text) for text in texts]
-        if self._scope is None:
-            return self._embedder.encode(
-                normalised,
-                token_counts=self._recount(texts, normalised, token_counts, range(len(texts))),
-            )
-        keys = [cache_key(self._scope, self.model_id, text) for text in normalised]
-        missed: dict[str, list[int]] = {}  # key -> the rows that need its vector
-        corrupt = 0
-        for row, (key, vector) in enumerate(zip(keys, _lookup(self._cache, keys), strict=True)):
-            if vector is not None and vector.shape == (dimension,):
-                rows[row] = vector
-            else:
-                if vector is not None:
-                    corrupt += 1
-                missed.setdefault(key, []).append(row)
-        if corrupt:
-            log.warning("embedding_cache_corrupt", count=corrupt, expected=dimension)
-        misses = sum(len(indices) for indices in missed.values())
-        if self._on_lookup is not None:
-            self._on_lookup(len(texts) - misses, misses)
-        if not missed:
-            return rows
-
-        firsts = [indices[0] for indices in missed.values()]
-        counts = self._recount(texts, normalised, token_counts, firsts)
-        vectors = self._embedder.encode([normalised[i] for i in firsts], token_counts=counts)
-        for indices, vector in zip(missed.values(), vectors, strict=True):
-            rows[indices] = vector
-        _store(self._cache, dict(zip(missed, vectors, strict=True)))
-        return rows
-
-    def _recount(
-        self,
-        texts: Sequence[str],
-        normalised: Sequence[str],
-        token_counts: Sequence[int] | None,
-        rows: Sequence[int],
-    ) -> list[int] | None:
-        """The token counts of ``rows``' normalised texts: chunking counted the raw text, so
-        only the rows that normalising changed are counted again."""
-        if token_counts is None:
-            return None
-        return [
-            token_counts[i]
-            if normalised[i] == texts[i]
-            else self._embedder.count_tokens(normalised[i])
-            for i in rows
-        ]
-
-
-def _lookup(cache: EmbeddingCache, keys: Sequence[str]) -> list[Vector | None]:
+def lookup_quietly(cache: EmbeddingCache, keys: Sequence[str]) -> list[Vector | None]:
     try:
         return cache.get_many(keys)
     except Exception as exc:  # any cache failure degrades to computing, by contract
@@ -466,7 +289,7 @@ def _lookup(cache: EmbeddingCache, keys: Sequence[str]) -> list[Vector | None]:
         return [None] * len(keys)
 
 
-def _store(cache: EmbeddingCache, items: Mapping[str, VectorLike]) -> None:
+def store_quietly(cache: EmbeddingCache, items: Mapping[str, VectorLike]) -> None:
     try:
         cache.put_many(items)
     except Exception as exc:  # as above: the vectors are computed, the cache is optional

@@ -24,8 +24,8 @@ import redis
 import structlog
 
 from app.errors import ShoalError
-from retrieval.cache import fail_fast_redis
 from retrieval.config import CacheConfig
+from retrieval.redis_client import fail_fast_redis
 
 log = structlog.get_logger(__name__)
 

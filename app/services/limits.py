@@ -49,7 +49,7 @@ import structlog
 
 from app.errors import LimiterUnavailableError, RateLimitedError
 from app.metrics import RATE_LIMIT_BACKEND, RATE_LIMIT_FALLBACKS, RATE_LIMITED
-from retrieval.cache import Cooldown, fail_fast_redis
+from retrieval.redis_client import Cooldown, fail_fast_redis
 
 log = structlog.get_logger(__name__)
 

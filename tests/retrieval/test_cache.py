@@ -15,7 +15,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from retrieval.cache import (
-    CachedEmbedder,
     EmbeddingCache,
     MemoryCache,
     RedisCache,
@@ -25,6 +24,7 @@ from retrieval.cache import (
     embed_query,
     normalise_query,
 )
+from retrieval.cached_embedder import CachedEmbedder
 from retrieval.config import CacheConfig
 from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import CacheUnavailableError
