@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app.gateway.body_limit import BodyLimitMiddleware
 from app.gateway.in_flight import InFlightLimitMiddleware, size_thread_pool
 from app.gateway.limit_headers import RateLimitHeadersMiddleware
-from app.gateway.openapi import problem_responses
+from app.gateway.openapi import openai_error_responses, problem_responses
 from app.gateway.problems import install_problem_handlers
 from app.gateway.request_id import RequestIdMiddleware
 from app.metrics import (
@@ -20,7 +20,16 @@ from app.metrics import (
     track_queue_depth,
 )
 from app.platform import Platform, build_platform
-from app.routers import admin, documents, faults, health, jobs, namespaces, query
+from app.routers import (
+    admin,
+    documents,
+    faults,
+    health,
+    jobs,
+    namespaces,
+    openai_compat,
+    query,
+)
 from app.settings import Settings, get_settings
 
 # Probes and scrapes: frequent, and nothing to learn from their traces.
@@ -76,6 +85,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(health.router)
     for module in (admin, namespaces, documents, jobs, query):
         app.include_router(module.router, responses=problem_responses())
+    app.include_router(openai_compat.router, responses=openai_error_responses())
     if settings.enable_faults:  # otherwise the drill endpoints do not exist (404)
         app.include_router(faults.router, responses=problem_responses())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

@@ -46,7 +46,8 @@ DOCUMENTS = Counter(
 EMBEDDING_CACHE = Counter(
     "shoal_embedding_cache_requests_total",
     "Embedding cache lookups, one per text, by use (query: questions, ingest: chunks, answer: "
-    "sentences the extractive answer scores) and result (hit, miss).",
+    "sentences the extractive answer scores, embeddings: texts sent to /v1/openai/embeddings) "
+    "and result (hit, miss).",
     ["use", "result"],
 )
 for _use in (

@@ -1,5 +1,6 @@
 """The error answers the OpenAPI schema declares: every ``/v1`` operation may answer each
-problem type's status with ``application/problem+json``.
+problem type's status with ``application/problem+json``; the OpenAI door's operations answer
+the same statuses in OpenAI's error shape (``application/json``).
 
 Derived from :data:`app.gateway.problems.ALL_PROBLEMS`, so a new problem type is declared as
 soon as it exists. Two statuses stay out: 500 is a bug, never a contract, and 405 answers a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.gateway.openai_errors import OPENAI_ERROR_SCHEMA
 from app.gateway.problems import ALL_PROBLEMS, PROBLEM_JSON
 
 UNDECLARED_STATUSES = frozenset({405, 500})
@@ -45,14 +47,25 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 def problem_responses() -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a router: each declared status, its problem types, the problem schema."""
+    return _responses(PROBLEM_JSON, PROBLEM_SCHEMA, "`/problems/{}`")
+
+
+def openai_error_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for the OpenAI door: the same statuses in OpenAI's error shape."""
+    return _responses("application/json", OPENAI_ERROR_SCHEMA, "`{}`")
+
+
+def _responses(
+    media_type: str, schema: dict[str, Any], name: str
+) -> dict[int | str, dict[str, Any]]:
     slugs: dict[int, list[str]] = {}
     for problem in ALL_PROBLEMS:
         if problem.status not in UNDECLARED_STATUSES:
             slugs.setdefault(problem.status, []).append(problem.slug)
     return {
         status: {
-            "description": ", ".join(f"`/problems/{slug}`" for slug in slugs[status]),
-            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+            "description": ", ".join(name.format(slug) for slug in slugs[status]),
+            "content": {media_type: {"schema": schema}},
         }
         for status in sorted(slugs)
     }

@@ -31,6 +31,7 @@ from app.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from app.gateway.openai_errors import is_openai_path, openai_error_body
 from app.services.faults import FaultRegistryUnavailableError
 from app.services.limits import rate_limit_headers
 from ingestion.errors import DocumentTooLargeError, ParseError, UnsupportedMediaError
@@ -164,7 +165,15 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extensions: Any,  # Any: extension members are free-form JSON
 ) -> JSONResponse:
+    """The problem as ``application/problem+json``; on the OpenAI door (``/v1/openai``), the
+    same status, headers and message in OpenAI's error shape (:mod:`app.gateway.openai_errors`)."""
     request_id = getattr(request.state, "request_id", None)
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers["X-Request-ID"] = request_id
+    if is_openai_path(request.url.path):
+        openai_body = openai_error_body(problem.status, problem.slug, detail, extensions)
+        return JSONResponse(openai_body, status_code=problem.status, headers=all_headers)
     body: dict[str, Any] = {
         "type": problem.uri,
         "title": problem.title,
@@ -173,9 +182,6 @@ def problem_response(
         **({"instance": f"urn:shoal:request:{request_id}"} if request_id else {}),
         **extensions,
     }
-    all_headers = dict(headers or {})
-    if request_id:
-        all_headers["X-Request-ID"] = request_id
     return JSONResponse(
         body, status_code=problem.status, headers=all_headers, media_type=PROBLEM_JSON
     )

@@ -103,16 +103,16 @@ def _query(
         start = next(events)
         assert isinstance(start, StreamStart)  # noqa: S101 (stream_answer's contract)
         return EventSourceResponse(  # type: ignore[return-value]  # FastAPI passes it through
-            _closing(_sse(start, events)),
+            closing(_sse(start, events)),
             headers={
-                **_route_headers(start.route_name, start.route_reason),
-                **_retry_after(start.retry_after_s),
+                **route_headers(start.route_name, start.route_reason),
+                **retry_after_headers(start.retry_after_s),
             },
         )
     result = answer_question(session, **common)
-    response.headers.update(_route_headers(result.route_name, result.route_reason))
-    response.headers.update(_retry_after(result.retry_after_s))
-    return _public(result)
+    response.headers.update(route_headers(result.route_name, result.route_reason))
+    response.headers.update(retry_after_headers(result.retry_after_s))
+    return public_answer(result)
 
 
 @router.post("/search")
@@ -137,12 +137,12 @@ def _search(
         overrides={"mode": body.mode, "rerank": body.rerank},
     )
     return SearchResults(
-        passages=[_citation(p, p.payload) for p in found.passages],
+        passages=[public_citation(p, p.payload) for p in found.passages],
         timings_ms=found.timings_ms,
     )
 
 
-async def _closing(events: Generator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+async def closing(events: Generator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
     """``events`` (a blocking generator) in a worker thread, closed however the response ends.
 
     Starlette iterates a sync generator in a thread pool but never closes it when the client
@@ -165,7 +165,7 @@ def _sse(
             if isinstance(event, Delta):
                 yield _event("token", {"text": event.text})
             elif isinstance(event, StreamEnd):
-                public = _public(event.result)
+                public = public_answer(event.result)
                 citations = [c.model_dump() for c in public.citations]
                 yield _event("citations", {"citations": citations})
                 yield _event("done", public.model_dump(exclude={"citations"}))
@@ -180,24 +180,24 @@ def _event(name: str, data: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data), event=name)
 
 
-def _retry_after(seconds: int | None) -> dict[str, str]:
+def retry_after_headers(seconds: int | None) -> dict[str, str]:
     """A degraded answer says when asking again may get a full one."""
     return {} if seconds is None else {"Retry-After": str(seconds)}
 
 
-def _route_headers(name: str, reason: str) -> dict[str, str]:
+def route_headers(name: str, reason: str) -> dict[str, str]:
     # Header values must be Latin-1; reasons are ASCII by construction, but be safe.
     return {ROUTE_HEADER: name, ROUTE_REASON_HEADER: reason.encode("ascii", "replace").decode()}
 
 
-def _public(result: QueryResult) -> QueryAnswer:
+def public_answer(result: QueryResult) -> QueryAnswer:
     answer = result.answer
     payloads = {p.chunk_id: p.payload for p in result.passages}
     return QueryAnswer(
         answer=answer.text,
         answerable=answer.answerable,
         abstain_reason=answer.abstain_reason,
-        citations=[_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
+        citations=[public_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
         route=RoutePublic(name=result.route_name, reason=result.route_reason),
         degraded=result.degraded,
         degraded_reason=result.degraded_reason,
@@ -208,7 +208,7 @@ def _public(result: QueryResult) -> QueryAnswer:
     )
 
 
-def _citation(cited: Citation | Passage, payload: dict[str, Any]) -> CitationPublic:
+def public_citation(cited: Citation | Passage, payload: dict[str, Any]) -> CitationPublic:
     """A chunk as clients see it: its text and score, and where it comes from (file,
     position, title, section, page, from its ``payload``)."""
     source = {key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")}
