@@ -114,6 +114,7 @@ class World:
             "ns": self.spare_namespace if deletes_namespace else self.namespace,
             "document_id": self.spare_document_id if deletes else self.document_id,
             "job_id": self.job_id,
+            "model": self.namespace,  # the OpenAI door's name for a namespace
         }
 
     def clear_drills(self) -> None:
