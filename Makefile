@@ -50,11 +50,12 @@ lint: dev ## ruff, formatting, mypy, import contracts
 eval: dev ## retrieval quality on SciFact through the real pipeline (JSON on the last line; ~10 min)
 	$(VENV)/bin/shoal eval ../shared/data/scifact --json
 
-bench: dev ## ingestion throughput, query latency, abstention and gateway overhead against their baselines (prints ratios; ~45 min on 2 cores)
+bench: dev ## ingestion throughput, query latency, abstention, gateway and OpenAI-door overhead against their baselines (prints ratios; ~45 min on 2 cores)
 	$(PY) -m bench.ingest
 	$(PY) -m bench.query
 	$(PY) -m bench.abstention
 	$(PY) -m bench.gateway
+	$(PY) -m bench.openai_door
 
 # Its own embedded server and locust, each in its own process; LOAD_ARGS passes options
 # (`make load LOAD_ARGS="--duration-s 20"`, a sweep: `LOAD_ARGS="--users 16,32,48"`).
