@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidRequestError
 from app.metrics import count_cache_lookups
 from app.services.limits import Quotas
-from app.services.namespaces import get_namespace
+from app.services.namespaces import check_embedding_model, get_namespace
 from app.services.query import QueryDeps
 from retrieval.cache import CachedEmbedder, cache_scope, normalise_query
 
@@ -53,12 +53,15 @@ def embed_texts(
 
     Raises:
         NotFoundError: no such namespace for this tenant.
+        EmbeddingModelMismatchError: the namespace was indexed by another model or runtime.
         InvalidRequestError: a text has more tokens than the model reads (never truncated);
             ``field`` is ``input`` or ``input[i]``.
         RateLimitedError: the tokens do not fit the caller's token budgets.
         EmbeddingUnavailableError: the embedding model failed.
     """
-    get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    # Another model's (or runtime's) vectors would not be the ones its questions search with.
+    check_embedding_model(namespace, deps.embedder.model_id)
     # End the lookup's transaction before the model works (SQLite's write lock, as in queries).
     session.commit()
     embedder = deps.embedder

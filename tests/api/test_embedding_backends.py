@@ -104,6 +104,20 @@ def test_a_namespace_indexed_by_torch_refuses_int8_vectors(
         assert problem["type"].endswith("/problems/embedding-model-mismatch")
         assert "'all-MiniLM-L6-v2+onnx-int8'" in problem["detail"]
 
+    # The OpenAI door refuses alike (its embeddings too), in OpenAI's error shape.
+    chat = {"model": "docs", "messages": [{"role": "user", "content": "Why do otters?"}]}
+    door = [
+        ("/v1/openai/chat/completions", chat),
+        ("/v1/openai/chat/completions", {**chat, "stream": True}),
+        ("/v1/openai/embeddings", {"model": "docs", "input": "Why do sea otters hold hands?"}),
+    ]
+    for path, body in door:
+        response = int8_api.client.post(path, json=body, headers=int8_api.headers(tenant.query_key))
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("conflict_error", "embedding-model-mismatch")
+        assert "'all-MiniLM-L6-v2+onnx-int8'" in error["message"]
+
     # A worker whose model is not the namespace's (settings changed after an upload was
     # accepted, or workers of two settings) fails the document with the reason, and writes
     # nothing into the collection.
