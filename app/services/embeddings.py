@@ -16,7 +16,8 @@ from app.metrics import count_cache_lookups
 from app.services.limits import Quotas
 from app.services.namespaces import check_embedding_model, get_namespace
 from app.services.query import QueryDeps
-from retrieval.cache import CachedEmbedder, cache_scope, normalise_query
+from retrieval.cache import normalise_query
+from retrieval.cached_embedder import CachedEmbedder
 
 _count_lookups = count_cache_lookups("embeddings")
 
@@ -79,9 +80,8 @@ def embed_texts(
     if deps.limits is not None and quotas is not None:
         reservation, _ = deps.limits.reserve(quotas, tokens)
     try:
-        with cache_scope(tenant_id):
-            cached = CachedEmbedder(embedder, deps.cache, on_lookup=_count_lookups)
-            vectors = cached.encode(texts, token_counts=counts)
+        cached = CachedEmbedder(embedder, deps.cache, on_lookup=_count_lookups)
+        vectors = cached.scoped(tenant_id).encode(texts, token_counts=counts)
     except BaseException:
         if deps.limits is not None:
             deps.limits.settle(reservation, 0)  # nothing was embedded
