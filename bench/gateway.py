@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -42,7 +40,8 @@ from app.services import keys, tenants
 from app.services.limits import Quotas
 from app.settings import Settings
 from bench.ingest import describe_machine
-from bench.query import _free_port, _wait_ready, percentile
+from bench.query import percentile
+from harness.servers import free_port, start_shoal, stop, wait_or_exit
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -146,16 +145,12 @@ def _measure(name: str, env: dict[str, str], requests: int) -> dict[str, float]:
     limits.close()
     engine.dispose()
 
-    port = _free_port()
-    server = subprocess.Popen(  # noqa: S603 (our own CLI)
-        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    log = settings.data_dir / "serve.log"
+    server = start_shoal(["serve", "--port", str(port)], {**os.environ, **env}, log)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base + "/readyz")
+        wait_or_exit(base + "/readyz", server, log)
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base, timeout=30) as client:
             made = client.post("/v1/namespaces", json={"name": "bench"}, headers=headers)
@@ -181,8 +176,7 @@ def _measure(name: str, env: dict[str, str], requests: int) -> dict[str, float]:
                 results[f"{name}:{label}"] = p50
                 print(f"| {name} | {title} | {p50:.2f} | {p99:.2f} |")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     return results
 
 

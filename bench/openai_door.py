@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +36,8 @@ from app.logging import configure_logging
 from app.services import keys, tenants
 from bench.gateway import _timed
 from bench.ingest import describe_machine
-from bench.query import _free_port, _wait_ready, percentile
+from bench.query import percentile
+from harness.servers import free_port, start_shoal, stop, wait_or_exit
 
 QUESTION = "What is a group of resting sea otters called?"
 DOCUMENTS = [
@@ -84,17 +83,13 @@ def _measure(data_dir: Path, requests: int) -> dict[str, float]:
         session.commit()
     engine.dispose()
 
-    port = _free_port()
+    port = free_port()
     env = {"SHOAL_DATA_DIR": str(data_dir), "SHOAL_DATABASE_URL": url, "SHOAL_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(  # noqa: S603 (our own CLI)
-        [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = data_dir / "serve.log"
+    server = start_shoal(["serve", "--port", str(port)], {**os.environ, **env}, log)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base + "/readyz")
+        wait_or_exit(base + "/readyz", server, log)
         with (
             httpx.Client(base_url=base, timeout=60) as client,
             openai.OpenAI(base_url=f"{base}/v1/openai", api_key=key, max_retries=0) as sdk,
@@ -128,8 +123,7 @@ def _measure(data_dir: Path, requests: int) -> dict[str, float]:
                 for label, call in rows.items():
                     runs[label] += _timed(call, max(1, requests // ROUNDS))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     print(f"# {requests} sequential requests per row, the same question; p50/p99 in ms")
     print("| request | p50 | p99 |")
     print("| --- | ---: | ---: |")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from app.platform import build_platform
 from app.services import evaluation, keys, tenants
 from app.settings import Settings
 from bench.ingest import describe_machine, raw_model
+from harness.servers import free_port, wait_or_exit
 from retrieval.cache import embed_query, normalise_query
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
@@ -112,7 +112,7 @@ def main() -> None:
 
         # `shoal serve` in its own process, as users run it, so the client's threads here do
         # not share the server's interpreter lock.
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(  # noqa: S603 (our own CLI)
             [
                 sys.executable,
@@ -130,7 +130,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        wait_or_exit(f"http://127.0.0.1:{port}/readyz")
         base = f"http://127.0.0.1:{port}/v1/namespaces/scifact"
         headers = {"Authorization": f"Bearer {key}"}
         concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -219,24 +219,6 @@ def main() -> None:
         f"ratio {miss / hit:.0f}x; `/search` p50 miss {_p(search[1][0], 50):.1f} ms, "
         f"hit {_p(search_hit[0], 50):.1f} ms"
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"shoal serve did not become ready at {url}")
 
 
 def _p(samples: Sequence[float], q: float) -> float:

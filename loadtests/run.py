@@ -22,11 +22,9 @@ import os
 import platform as host
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.servers import free_port, wait_or_exit
 from loadtests import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +96,7 @@ def main() -> None:
 @contextmanager
 def serve(data_dir: Path, platform_key: str) -> Iterator[str]:
     """``shoal serve`` on a free port in its own process, embedded, until the block ends."""
-    port = _free_port()
+    port = free_port()
     # Only what this run sets: an operator's SHOAL_* (a Redis, a default quota) must not leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env |= {
@@ -125,7 +124,7 @@ def serve(data_dir: Path, platform_key: str) -> Iterator[str]:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(f"{url}/readyz", server, log)
+            wait_or_exit(f"{url}/readyz", server, log)
             yield url
         finally:
             server.terminate()
@@ -214,27 +213,6 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "absent"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"shoal serve exited {server.returncode}:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"shoal serve did not become ready at {url}")
 
 
 if __name__ == "__main__":

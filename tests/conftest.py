@@ -13,10 +13,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -43,6 +41,7 @@ from app.main import create_app
 from app.platform import Platform, build_platform
 from app.services import keys
 from app.settings import Settings
+from harness import servers
 from ingestion.config import EmbeddingConfig
 from ingestion.embedder import ModelEmbedder, SentenceTransformerEmbedder
 from ingestion.onnx_embedder import OnnxEmbedder
@@ -237,39 +236,24 @@ def smollm2_dir() -> Path:
 def start_shoal(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``shoal <argv>`` in its own process, as users run it, its output in ``log``.
 
-    The embedding runtime is torch unless ``env`` names one: the CPU default (ONNX Runtime)
-    would export the model into every fresh data directory, tens of seconds each; the `api`
-    tests run the whole platform on it in process (tests/api/test_embedding_backends.py).
+    The embedding runtime is torch unless ``env`` names one: the ONNX backend would export
+    the model into every fresh data directory, tens of seconds each; the `api` tests run the
+    whole platform on it in process (tests/api/test_embedding_backends.py).
     """
-    env = {"SHOAL_EMBEDDING__BACKEND": "torch", **env}
-    shoal = Path(sys.executable).with_name("shoal")
-    with log.open("wb") as out:
-        return subprocess.Popen([str(shoal), *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return servers.start_shoal(argv, {"SHOAL_EMBEDDING__BACKEND": "torch", **env}, log)
 
 
 def wait_until_serving(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     """Wait until ``url``'s ``/readyz`` answers 200; fail with the log if the server exits or
-    is not ready within five minutes. Ready includes the embedding model's warm-up: ~15 s on
-    a quiet machine, 77 s seen on 2 cores shared by several test runs."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"{url} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready:\n{log.read_text()[-3000:]}")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
+    is not ready within five minutes (ready includes the embedding model's warm-up)."""
     try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
+        servers.wait_until_ready(url + "/readyz", server, log)
+    except servers.NotReadyError as exc:
+        pytest.fail(str(exc))
+
+
+stop = servers.stop
+free_port = servers.free_port
 
 
 @dataclass
@@ -312,14 +296,6 @@ def serve_shoal(data_dir: Path, database_url: str, **env: str) -> Iterator[Serve
         stop(server)
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it; nothing holds it afterwards)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def llama_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama.cpp's OpenAI-compatible server on SmolLM2, for the session: its ``/v1`` base URL.
@@ -344,12 +320,7 @@ def llama_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         _wait_until_serving(server, f"{base_url}/models", log)
         yield base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        servers.stop(server, timeout_s=10)
 
 
 @pytest.fixture
@@ -363,18 +334,7 @@ def llama_recorder(llama_server: str) -> Iterator[LlmRecorder]:
 
 def _wait_until_serving(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
     # Ready in under a second here; 60 s leaves room for a loaded machine.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"llama.cpp server exited ({server.returncode}):\n{_tail(log)}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"llama.cpp server not serving {url} after 60 s:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
+    try:
+        servers.wait_until_ready(url, server, log, timeout_s=60)
+    except servers.NotReadyError as exc:
+        pytest.fail(f"llama.cpp server: {exc}")

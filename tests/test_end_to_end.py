@@ -7,26 +7,20 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from harness.servers import free_port, wait_until_ready
 
 SHOAL = [sys.executable, "-m", "app.cli"]
 DOCS = {
     "otters.txt": "Sea otters hold hands while they sleep so that they do not drift apart.",
     "etna.md": "# Mount Etna\n\nMount Etna, on Sicily, is the most active volcano in Europe.",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,16 +37,8 @@ class Server:
         )
 
     def wait_ready(self, timeout_s: float = 300) -> None:  # ready includes the model warm-up
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "shoal serve exited"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("shoal serve never became ready")
+        wait_until_ready(f"{self.url}/readyz", timeout_s=timeout_s)
+        assert self.proc.poll() is None, "shoal serve exited"
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGINT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from harness.servers import free_port
 from retrieval.config import VectorStoreConfig
 from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores import CollectionSpec, EdgeStore, Point, ServerStore, make_store
@@ -171,13 +171,6 @@ def test_make_store_embeds_edge_under_the_data_dir_without_a_url(tmp_path: Path)
     store.ensure_collection("ns_a", SPEC)
     assert (tmp_path / "qdrant" / "ns_a").is_dir()
     store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_make_store_uses_the_server_when_a_url_is_set_and_a_dead_one_is_unavailable() -> None:

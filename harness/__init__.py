@@ -1,0 +1,1 @@
+"""What the tests, the benchmarks and the load tests share to run Shoal as users run it."""
