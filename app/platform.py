@@ -78,6 +78,8 @@ class Platform:
     breakers: Breakers | None = None  # the vector store's and each LLM endpoint's
     faults: FaultRegistry | None = None  # fault drills (SHOAL_ENABLE_FAULTS)
     warm_up_error: str | None = None  # why the background warm-up failed (an exception's name)
+    # The encoding threads in front of the model (indexing's, the questions'), closed last.
+    encoders: tuple[BatchingEmbedder, ...] = ()
 
     @property
     def distributed(self) -> bool:
@@ -157,9 +159,8 @@ class Platform:
         self.usage.close()
         self.limits.close()
         self.queue.close(wait=True)
-        embedder = self.indexing.embedder
-        if isinstance(embedder, CachedEmbedder) and isinstance(embedder.inner, BatchingEmbedder):
-            embedder.inner.close()
+        for encoder in self.encoders:
+            encoder.close()
         self.store.close()
         cache = self.query.cache
         cache = cache.inner if isinstance(cache, FaultyCache) else cache
@@ -294,7 +295,7 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
     store, model, cache = guarded.store, guarded.model, guarded.cache
     # Indexing threads share the model through one batching thread, behind the cache: only
     # the chunks it misses reach the model (a new version re-embeds only what changed).
-    # Queries use the model directly, through embed_query and the same cache.
+    # Questions go through embed_query and the same cache (below).
     batching = BatchingEmbedder(model, max_batch=settings.embedding.pipeline_batch)
     indexing_deps = indexing.IndexingDeps(
         sessions=sessions,
@@ -305,9 +306,14 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
         max_attempts=settings.workers.max_attempts,
         answers=guarded.answers,
     )
+    # Questions, and the sentences the gate and the extractive answer score, share one
+    # encoding thread of their own: concurrent questions go through the model in one forward
+    # pass (what piles up while the previous one runs), and never wait behind an indexing
+    # batch. A cached question never reaches it (embed_query looks the cache up first).
+    asking = BatchingEmbedder(model, max_batch=settings.embedding.pipeline_batch)
     # Quoted sentences go through the cache too: popular passages are quoted again and again,
     # and the evidence gate embeds the very sentences the extractive answer then quotes.
-    sentences = CachedEmbedder(model, cache, on_lookup=count_cache_lookups("answer"))
+    sentences = CachedEmbedder(asking, cache, on_lookup=count_cache_lookups("answer"))
     # The gate decides whether to answer before any backend runs, so backends keep no floor.
     extractive = ExtractiveGenerator(
         sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=None
@@ -316,7 +322,7 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
     limits = make_limits(settings)
     query_deps = QueryDeps(
         store=store,
-        embedder=model,
+        embedder=asking,
         cache=cache,
         routers=RouterFactory(
             generators=settings.generators,
@@ -368,4 +374,5 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
         celery=celery,
         breakers=guarded.breakers,
         faults=guarded.faults,
+        encoders=(batching, asking),
     )
