@@ -89,12 +89,12 @@ class RateLimitedError(ShoalError):
 
     ``retry_after_s`` is when enough budget will have refilled; None when it never will (the
     request needs more than a whole minute's budget). ``decision`` is the limiter's
-    (:class:`app.services.limits.Decision`), for the ``RateLimit-*`` headers.
+    (:class:`app.services.limiters.Decision`), for the ``RateLimit-*`` headers.
     """
 
     def __init__(
         self, message: str, *, retry_after_s: float | None, decision: Any = None
-    ) -> None:  # Any: app.services.limits.Decision; errors import nothing of the gateway
+    ) -> None:  # Any: app.services.limiters.Decision; errors import nothing of the gateway
         self.retry_after_s = retry_after_s
         self.decision = decision
         super().__init__(message)

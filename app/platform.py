@@ -35,7 +35,8 @@ from app.services.fault_adapters import (
     FaultyStore,
 )
 from app.services.faults import FaultRegistry, make_fault_registry
-from app.services.limits import FailoverLimiter, LocalLimiter, RateLimits, RedisLimiter
+from app.services.limiters import FailoverLimiter, LocalLimiter, RedisLimiter
+from app.services.limits import RateLimits
 from app.services.query import QueryDeps
 from app.services.reaper import Reaper
 from app.services.routing import RouterFactory

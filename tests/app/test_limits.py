@@ -12,15 +12,8 @@ import pytest
 
 from app.errors import LimiterUnavailableError, RateLimitedError
 from app.metrics import RATE_LIMIT_BACKEND, RATE_LIMIT_FALLBACKS
-from app.services.limits import (
-    Charge,
-    FailoverLimiter,
-    LocalLimiter,
-    Quotas,
-    RateLimits,
-    RedisLimiter,
-    rate_limit_headers,
-)
+from app.services.limiters import Charge, FailoverLimiter, LocalLimiter, RedisLimiter
+from app.services.limits import Quotas, RateLimits, rate_limit_headers
 from tests.conftest import RedisScratch, free_port
 
 
