@@ -53,11 +53,16 @@ class ChatCompletionRequest(Strict):
     stream: bool = Field(False, description="`chat.completion.chunk` events, then `[DONE]`.")
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(
-        None, ge=1, le=32_768, description="Accepted; the route's `max_output_tokens` applies."
+        None,
+        ge=1,
+        le=32_768,
+        description="Lowers the route's `max_output_tokens` (never raises it), as on `/query`.",
     )
-    max_completion_tokens: int | None = Field(None, ge=1, le=32_768, description="As max_tokens.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=32_768, description="As max_tokens; with both, the smaller applies."
+    )
     temperature: float | None = Field(
-        None, ge=0, le=2, description="Accepted; routes generate at temperature 0."
+        None, ge=0, le=2, description="The route model's sampling temperature, as on `/query`."
     )
     top_p: float | None = Field(None, ge=0, le=1, description="Accepted, not used.")
     n: int | None = Field(None, ge=1, le=1, description="One answer per request.")

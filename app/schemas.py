@@ -272,6 +272,25 @@ class QueryRequest(SearchQuery):
             "route, usage and timings."
         ),
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=32_768,
+        description=(
+            "Longest answer, in model tokens: lowers the route's `max_output_tokens`, never "
+            "raises it; the token reservation shrinks with it. The extractive answer quotes "
+            "whole sentences and ignores it."
+        ),
+    )
+    temperature: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description=(
+            "Sampling temperature of the route's model (routes answer at 0, greedy). The "
+            "extractive answer ignores it."
+        ),
+    )
 
 
 class CitationPublic(BaseModel):

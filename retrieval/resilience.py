@@ -42,7 +42,14 @@ import structlog
 from retrieval.config import BreakerConfig
 from retrieval.errors import GenerationUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr
-from retrieval.generation.base import Answer, GenerationBackend, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    GenerationBackend,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.stores.base import CollectionSpec, Hit, Point, SearchRequest, VectorStore, Where
 
 log = structlog.get_logger(__name__)
@@ -330,12 +337,17 @@ class GuardedBackend:
         return self._backend.name
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         ticket = self._admit()
         success: bool | None = None
         try:
-            answer = self._backend.generate(question, question_vector, passages)
+            answer = self._backend.generate(question, question_vector, passages, options=options)
             success = True
         except GenerationUnavailableError:
             success = False
@@ -345,12 +357,17 @@ class GuardedBackend:
         return answer
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         ticket = self._admit()
         success: bool | None = None  # stays None if the consumer stops early
         try:
-            yield from self._backend.stream(question, question_vector, passages)
+            yield from self._backend.stream(question, question_vector, passages, options=options)
             success = True
         except GenerationUnavailableError:
             success = False

@@ -29,7 +29,14 @@ from typing import Literal
 import structlog
 
 from retrieval.errors import GenerationUnavailableError
-from retrieval.generation.base import Answer, GenerationBackend, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    GenerationBackend,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.generation.prompt import count_tokens, passage_tokens
 
 log = structlog.get_logger(__name__)
@@ -214,12 +221,14 @@ class Router:
         vector: Sequence[float],
         passages: Sequence[Passage],
         requested: Requested = "auto",
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> tuple[Answer, RouteChoice]:
         """Generate with the planned route, falling back on failure.
 
         Within a route, a failed endpoint hands the question to the route's next best endpoint
         (so one dead replica never sends answers down a route); when all have failed, the next
-        route takes over.
+        route takes over. Every backend tried gets the request's ``options``.
         """
         chain, reason = self.plan(question, passages, requested)
         failed: list[str] = []
@@ -229,7 +238,7 @@ class Router:
             while pool is None or len(tried) < pool.size:
                 with _acquire(pool, self._extractive, tried) as (index, backend):
                     try:
-                        answer = backend.generate(question, vector, passages)
+                        answer = backend.generate(question, vector, passages, options=options)
                     except GenerationUnavailableError as exc:
                         log.warning("route_failed", route=route, error=str(exc))
                         failed.append(f"{route} ({exc.backend})")
@@ -244,6 +253,8 @@ class Router:
         vector: Sequence[float],
         passages: Sequence[Passage],
         requested: Requested = "auto",
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[RouteChoice | StreamEvent]:
         """:meth:`answer`, streamed: the :class:`RouteChoice` first, then the backend's events.
 
@@ -257,7 +268,7 @@ class Router:
             tried: set[int] = set()
             while pool is None or len(tried) < pool.size:
                 with _acquire(pool, self._extractive, tried) as (index, backend):
-                    events = backend.stream(question, vector, passages)
+                    events = backend.stream(question, vector, passages, options=options)
                     try:
                         first = next(events)
                     except GenerationUnavailableError as exc:

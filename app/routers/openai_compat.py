@@ -57,7 +57,7 @@ from app.services import namespaces
 from app.services.embeddings import embed_texts
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
 from app.services.query import StreamEnd, StreamStart, answer_question, stream_answer
-from retrieval.generation.base import Delta
+from retrieval.generation.base import Delta, GenerationOptions
 from retrieval.routing import Requested
 
 log = structlog.get_logger(__name__)
@@ -118,6 +118,13 @@ def question_of(messages: list[ChatMessage]) -> str:
             )
         return question
     raise InvalidRequestError("messages: no user message to answer", field="messages")
+
+
+def generation_options(body: ChatCompletionRequest) -> GenerationOptions:
+    """The request's ``max_tokens`` (or ``max_completion_tokens``, the smaller of the two when
+    both are sent: each is a cap) and ``temperature``, for the route's model."""
+    caps = [c for c in (body.max_tokens, body.max_completion_tokens) if c is not None]
+    return GenerationOptions(max_tokens=min(caps, default=None), temperature=body.temperature)
 
 
 @router.get("/models")
@@ -183,6 +190,7 @@ def _chat(
         "filter": body.filter,
         "route": route,
         "quotas": caller_quotas(platform, caller),
+        "options": generation_options(body),
     }
     chunks = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model)
     if body.stream:

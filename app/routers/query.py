@@ -50,7 +50,7 @@ from app.services.query import (
     search_namespace,
     stream_answer,
 )
-from retrieval.generation.base import Citation, Delta, Passage
+from retrieval.generation.base import Citation, Delta, GenerationOptions, Passage
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +96,7 @@ def _query(
         "overrides": {"mode": body.mode, "rerank": body.rerank},
         "route": body.route,
         "quotas": caller_quotas(platform, caller),
+        "options": GenerationOptions(body.max_tokens, body.temperature),
     }
     if body.stream:
         events = stream_answer(session, **common)

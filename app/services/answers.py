@@ -22,7 +22,13 @@ from app.services.versions import visible_documents
 from retrieval.answers import AnswerCache, answer_key
 from retrieval.cache import normalise_query
 from retrieval.errors import CacheUnavailableError, StoreUnavailableError
-from retrieval.generation.base import Answer, Citation, Passage
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Citation,
+    GenerationOptions,
+    Passage,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -108,9 +114,14 @@ def open_slot(
     top_k: int,
     route: str,
     overrides: Mapping[str, Any] | None,
+    options: GenerationOptions = DEFAULT_OPTIONS,
 ) -> AnswerSlot | None:
     """The slot of this query's answer, keyed under the namespace's generation *now*; None
-    when there is no answer cache or it cannot be read (the query then files nothing)."""
+    when there is no answer cache or it cannot be read (the query then files nothing).
+
+    The request's generation ``options`` are part of the key: an answer cut short by
+    ``max_tokens`` or sampled at a temperature is filed apart from the route's own.
+    """
     if cache is None:
         return None
     try:
@@ -128,6 +139,9 @@ def open_slot(
         "search": namespace.search,
         "routes": namespace.routes,
     }
+    if options != DEFAULT_OPTIONS:
+        # Only when set: the keys of queries without options stay those already filed.
+        shape["generation"] = asdict(options)
     return AnswerSlot(cache, answer_key(namespace.id, generation, shape))
 
 

@@ -33,7 +33,14 @@ from retrieval.errors import (
     StoreUnavailableError,
 )
 from retrieval.filters import Expr
-from retrieval.generation.base import Answer, GenerationBackend, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    GenerationBackend,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.stores.base import CollectionSpec, Hit, Point, SearchRequest, VectorStore, Where
 from workers.queue import TaskQueue
 
@@ -135,16 +142,26 @@ class FaultyBackend:
         )
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         self._strike()
-        return self.inner.generate(question, question_vector, passages)
+        return self.inner.generate(question, question_vector, passages, options=options)
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         self._strike()
-        yield from self.inner.stream(question, question_vector, passages)
+        yield from self.inner.stream(question, question_vector, passages, options=options)
 
 
 class FaultyCache:

@@ -39,7 +39,14 @@ from retrieval.config import SearchOptions
 from retrieval.embedding import ChunkEmbedder
 from retrieval.errors import EmbeddingUnavailableError, StoreUnavailableError
 from retrieval.filters import Expr, FilterError, parse_filter
-from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Delta,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.generation.evidence import EvidenceGate, Verdict
 from retrieval.generation.extractive import ABSTAIN_TEXT, abstain
 from retrieval.rerank import Reranker
@@ -221,11 +228,13 @@ def answer_question(
     overrides: Mapping[str, Any] | None = None,
     route: Requested = "auto",
     quotas: Quotas | None = None,
+    options: GenerationOptions = DEFAULT_OPTIONS,
 ) -> QueryResult:
     """Answer ``question`` from the tenant's namespace, with citations, or abstain.
 
     With ``quotas``, the answer's model tokens are reserved against the caller's token
-    budgets before generating, and settled with the real usage after.
+    budgets before generating, and settled with the real usage after. ``options`` go to the
+    LLM backends (a smaller ``max_tokens`` also makes the reservation smaller).
 
     When the search cannot run (the vector store is down, stalled or its breaker open, or the
     embedding model fails), the result is *degraded* instead of an error: the cached answer
@@ -239,7 +248,7 @@ def answer_question(
     """
     started = time.perf_counter()
     namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
-    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route, options)
     try:
         found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
     except _OUTAGES as exc:
@@ -254,9 +263,11 @@ def answer_question(
         answer, choice, reservation = _abstention(verdict), _abstained(verdict), None
     else:
         router = deps.routers.router(namespace.routes, scope=namespace.tenant_id)
-        reservation = _reserve(deps, quotas, namespace, router, question, found, route)
+        reservation = _reserve(deps, quotas, namespace, router, question, found, route, options)
         try:
-            answer, choice = router.answer(question, found.vector, found.passages, route)
+            answer, choice = router.answer(
+                question, found.vector, found.passages, route, options=options
+            )
         except _OUTAGES as exc:  # the extractive answer embeds its sentences
             _settle(deps, reservation, 0)
             return _degraded(session, deps, slot, exc, tenant_id, key_id, started)
@@ -301,6 +312,7 @@ def stream_answer(
     overrides: Mapping[str, Any] | None = None,
     route: Requested = "auto",
     quotas: Quotas | None = None,
+    options: GenerationOptions = DEFAULT_OPTIONS,
 ) -> Generator[StreamStart | Delta | StreamEnd]:
     """Like :func:`answer_question`, streamed: retrieval runs now (its errors raise here),
     generation as the returned iterator is consumed.
@@ -311,7 +323,7 @@ def stream_answer(
     """
     started = time.perf_counter()
     namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
-    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route)
+    slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route, options)
     try:
         found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
     except _OUTAGES as exc:
@@ -329,9 +341,9 @@ def stream_answer(
             events, abstention, found, started, tenant_id, key_id, route, deps, None, slot
         )
     router = deps.routers.router(namespace.routes, scope=namespace.tenant_id)
-    reservation = _reserve(deps, quotas, namespace, router, question, found, route)
+    reservation = _reserve(deps, quotas, namespace, router, question, found, route, options)
     try:
-        events = router.stream(question, found.vector, found.passages, route)
+        events = router.stream(question, found.vector, found.passages, route, options=options)
         # Pull the route decision now, so that a failure to plan is an error of the
         # request. It starts the backend too: the extractive one embeds its sentences here
         # (in the tenant's cache entries: the router's backend is scoped, whenever it runs).
@@ -497,6 +509,7 @@ def _open_slot(
     top_k: int | None,
     overrides: Mapping[str, Any] | None,
     route: Requested,
+    options: GenerationOptions,
 ) -> AnswerSlot | None:
     return open_slot(
         deps.answers,
@@ -506,6 +519,7 @@ def _open_slot(
         top_k=top_k or deps.default_top_k,
         route=route,
         overrides=overrides,
+        options=options,
     )
 
 
@@ -566,6 +580,7 @@ def _reserve(
     question: str,
     found: Retrieved,
     requested: Requested,
+    options: GenerationOptions,
 ) -> Reservation | None:
     """Reserve the most tokens the planned route may spend (:meth:`RouterFactory.token_budget`).
 
@@ -575,7 +590,9 @@ def _reserve(
     if deps.limits is None or quotas is None:
         return None
     chain, _ = router.plan(question, found.passages, requested)
-    tokens = deps.routers.token_budget(namespace.routes, chain[0], question, found.passages)
+    tokens = deps.routers.token_budget(
+        namespace.routes, chain[0], question, found.passages, options
+    )
     reservation, _ = deps.limits.reserve(quotas, tokens)
     return reservation
 

@@ -20,7 +20,12 @@ from pydantic import ValidationError
 from app.errors import InvalidRequestError
 from retrieval.cache import scoped
 from retrieval.config import RouteConfig, RoutesConfig
-from retrieval.generation.base import GenerationBackend, Passage
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    GenerationBackend,
+    GenerationOptions,
+    Passage,
+)
 from retrieval.generation.prompt import build_prompt
 from retrieval.routing import EndpointPool, RoutePolicy, Router
 
@@ -100,18 +105,25 @@ class RouterFactory:
         )
 
     def token_budget(
-        self, routes: Mapping[str, Any], route: str, question: str, passages: Sequence[Passage]
+        self,
+        routes: Mapping[str, Any],
+        route: str,
+        question: str,
+        passages: Sequence[Passage],
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> int:
         """The most model tokens an answer on ``route`` (small, large, extractive) may cost:
         its prompt as the backend packs it (tiktoken's count of the question and the passages
-        that fit, plus :data:`TOKENIZER_MARGIN`) and the route's longest answer, at most the
-        route's context window (no server takes more). 0 for the extractive answer (no model).
+        that fit, plus :data:`TOKENIZER_MARGIN`) and the longest answer the request allows (the
+        route's, or the request's smaller ``options.max_tokens``), at most the route's context
+        window (no server takes more). 0 for the extractive answer (no model).
         """
         config = parse_routes(routes) if routes else self._default
         name = getattr(config, route, None) if route in ("small", "large") else None
         generator = self.generators.get(name) if name is not None else None
         if generator is None or generator.backend == "extractive":
             return 0
+        # Backends pack passages for the route's own cap, whatever the request's: so does this.
         prompt = build_prompt(
             question,
             passages,
@@ -119,7 +131,8 @@ class RouterFactory:
             max_output_tokens=generator.max_output_tokens,
         )
         prompt_tokens = math.ceil(prompt.prompt_tokens * TOKENIZER_MARGIN)
-        return min(generator.context_window, prompt_tokens + generator.max_output_tokens)
+        answer_tokens = options.cap(generator.max_output_tokens)
+        return min(generator.context_window, prompt_tokens + answer_tokens)
 
     def _pool(self, name: str | None) -> EndpointPool | None:
         route = self.generators.get(name) if name is not None else None

@@ -72,6 +72,35 @@ class Delta:
 StreamEvent = Delta | Answer
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What one request asks of an LLM backend; None keeps the route's own setting.
+
+    ``max_tokens`` can only lower the route's longest answer, never raise it: that cap is the
+    operator's (:meth:`cap`). ``temperature`` replaces the route's sampling temperature (0 is
+    greedy, the routes' own). The extractive backend quotes sentences and uses neither.
+    """
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature must not be negative, got {self.temperature}")
+
+    def cap(self, route_max_tokens: int) -> int:
+        """The longest answer on a route whose own cap is ``route_max_tokens``: the smaller."""
+        if self.max_tokens is None:
+            return route_max_tokens
+        return min(self.max_tokens, route_max_tokens)
+
+
+# No option set: every route answers with its own settings.
+DEFAULT_OPTIONS = GenerationOptions()
+
+
 class GenerationBackend(Protocol):
     """Answers a question from passages, citing them, or abstains.
 
@@ -85,18 +114,29 @@ class GenerationBackend(Protocol):
         ...
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         """Answer ``question`` from ``passages`` (best first) alone, never from elsewhere.
 
         ``question_vector`` is the question's unit-length embedding, already computed for
         retrieval, so backends that score text against the question need not embed it again.
         With no passage good enough the answer abstains: ``answerable=False``, no citations.
+        ``options`` are the request's (:class:`GenerationOptions`).
         """
         ...
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         """:meth:`generate`, incrementally: :class:`Delta` pieces as they are produced, then
         exactly one :class:`Answer`, whose ``text`` is the deltas joined.

@@ -17,10 +17,12 @@ import numpy.typing as npt
 from retrieval.cache import scoped
 from retrieval.embedding import Embedder
 from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
     AbstainReason,
     Answer,
     Citation,
     Delta,
+    GenerationOptions,
     Passage,
     StreamEvent,
 )
@@ -212,9 +214,17 @@ class ExtractiveGenerator:
         return "extractive"
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         """Quote the sentences that best answer ``question``, or abstain; see the class.
+
+        ``options`` change nothing: a quote is whole sentences, at most ``max_sentences``, and
+        nothing is sampled.
 
         Raises:
             Whatever ``embedder.encode`` raises.
@@ -234,10 +244,15 @@ class ExtractiveGenerator:
         return quote([(c.passage, c.text) for c in chosen])
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         """:meth:`generate` as one delta and the answer: quoting has nothing to stream."""
-        answer = self.generate(question, question_vector, passages)
+        answer = self.generate(question, question_vector, passages, options=options)
         yield Delta(answer.text)
         yield answer
 

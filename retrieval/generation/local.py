@@ -4,7 +4,7 @@ The model loads from a local directory (Hugging Face layout, or a GGUF file in i
 transformers dequantises, which needs the ``gguf`` and ``accelerate`` packages); nothing is
 downloaded. It loads once, on first use or :meth:`LocalBackend.warm_up`, and answers one
 question at a time: a lock is held for each generation, as a model's forward pass gains nothing
-from concurrent callers on a CPU. Decoding is greedy.
+from concurrent callers on a CPU. Decoding is greedy unless a request asks for a temperature.
 
 transformers and torch are imported on first load (about 6 s), not with this module.
 """
@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import GenerationUnavailableError
-from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Delta,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE, abstain
 from retrieval.generation.prompt import (
     AnswerParser,
@@ -83,12 +90,18 @@ class LocalBackend:
             self._load()
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         """Answer from the best passages that fit the context, citing them, or abstain.
 
         Abstains without running the model when no passage reaches ``min_score``, or none fits.
-        Waits while another question is being answered.
+        Waits while another question is being answered. ``options.max_tokens`` lowers
+        ``max_new_tokens``; a positive ``options.temperature`` samples at that temperature.
 
         Raises:
             GenerationUnavailableError: the model could not be loaded or failed to run.
@@ -100,7 +113,7 @@ class LocalBackend:
             self._load()
             inputs = self._encode(prompt)
             try:
-                output = self._model.generate(**inputs, **self._decoding())
+                output = self._model.generate(**inputs, **self._decoding(options))
             except (RuntimeError, ValueError) as exc:
                 raise self._unavailable("failed to generate", exc) from exc
             prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -114,7 +127,12 @@ class LocalBackend:
         )
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         """:meth:`generate`, piece by piece: the model runs in a thread, feeding a streamer.
 
@@ -129,7 +147,7 @@ class LocalBackend:
             yield Delta(ABSTAIN_TEXT)
             yield abstain()
             return
-        run = _StreamedRun(self, prompt)
+        run = _StreamedRun(self, prompt, options)
         parser = AnswerParser(prompt.passages)
         try:
             for piece in run.pieces():
@@ -184,13 +202,16 @@ class LocalBackend:
         )
         return {key: value.to(self._device) for key, value in encoded.items()}
 
-    def _decoding(self) -> dict[str, Any]:
-        # Greedy; sampling settings a model's generation_config may carry are cleared so that
-        # transformers does not warn that greedy decoding ignores them.
+    def _decoding(self, options: GenerationOptions) -> dict[str, Any]:
+        # Greedy unless the request asks for a positive temperature, then plain temperature
+        # sampling (OpenAI's, with top_p 1). Sampling settings a model's generation_config may
+        # carry are cleared: greedy decoding would warn that it ignores them, and the request's
+        # temperature alone should shape a sample.
+        sample = bool(options.temperature)
         return {
-            "max_new_tokens": self._max_new_tokens,
-            "do_sample": False,
-            "temperature": None,
+            "max_new_tokens": options.cap(self._max_new_tokens),
+            "do_sample": sample,
+            "temperature": options.temperature if sample else None,
             "top_p": None,
             "top_k": None,
             "pad_token_id": self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
@@ -205,9 +226,10 @@ class LocalBackend:
 class _StreamedRun:
     """One generation in a thread, read through transformers' ``TextIteratorStreamer``."""
 
-    def __init__(self, backend: LocalBackend, prompt: Prompt) -> None:
+    def __init__(self, backend: LocalBackend, prompt: Prompt, options: GenerationOptions) -> None:
         self._backend = backend
         self._prompt = prompt
+        self._options = options
         self._stopped = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -259,7 +281,7 @@ class _StreamedRun:
                 try:
                     output = backend._model.generate(
                         **inputs,
-                        **backend._decoding(),
+                        **backend._decoding(self._options),
                         streamer=self._streamer,
                         stopping_criteria=StoppingCriteriaList([_stop_on(self._stopped)]),
                     )

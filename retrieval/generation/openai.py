@@ -19,7 +19,14 @@ from openai.types.chat import (
 )
 
 from retrieval.errors import GenerationUnavailableError
-from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Delta,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE, abstain
 from retrieval.generation.prompt import (
     AnswerParser,
@@ -87,11 +94,18 @@ class OpenAIBackend:
         return f"openai:{self._model}"
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         """Answer from the best passages that fit the context, citing them, or abstain.
 
-        Abstains without a call when no passage reaches ``min_score``, or none fits.
+        Abstains without a call when no passage reaches ``min_score``, or none fits. The
+        request's ``max_tokens`` is the smaller of ``options.max_tokens`` and
+        ``max_output_tokens``; its ``temperature`` is ``options.temperature`` when set.
 
         Raises:
             GenerationUnavailableError: the endpoint failed, timed out, refused the request or
@@ -104,8 +118,8 @@ class OpenAIBackend:
             completion = self._client.chat.completions.create(
                 model=self._model,
                 messages=_sdk_messages(prompt.messages),
-                max_tokens=self._max_output_tokens,
-                temperature=self._temperature,
+                max_tokens=options.cap(self._max_output_tokens),
+                temperature=self._temperature_for(options),
             )
         except (openai.OpenAIError, ValueError) as exc:
             raise self._unavailable(exc) from exc
@@ -125,7 +139,12 @@ class OpenAIBackend:
         )
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         """:meth:`generate` over server-sent events: deltas as the model writes, then the answer.
 
@@ -145,8 +164,8 @@ class OpenAIBackend:
             chunks = self._client.chat.completions.create(
                 model=self._model,
                 messages=_sdk_messages(prompt.messages),
-                max_tokens=self._max_output_tokens,
-                temperature=self._temperature,
+                max_tokens=options.cap(self._max_output_tokens),
+                temperature=self._temperature_for(options),
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -187,6 +206,9 @@ class OpenAIBackend:
             context_window=self._context_window,
             max_output_tokens=self._max_output_tokens,
         )
+
+    def _temperature_for(self, options: GenerationOptions) -> float:
+        return self._temperature if options.temperature is None else options.temperature
 
     def _next(self, chunks: openai.Stream[ChatCompletionChunk]) -> ChatCompletionChunk | None:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.errors import GenerationUnavailableError
-from retrieval.generation.base import Answer, Delta, Passage
+from retrieval.generation.base import Answer, Delta, GenerationOptions, Passage
 from retrieval.generation.extractive import ABSTAIN_TEXT, DEFAULT_MIN_SCORE, abstain
 from retrieval.generation.local import LocalBackend
 from tests.conftest import SMOLLM2_GGUF
@@ -80,6 +80,34 @@ def test_a_stream_stopped_early_frees_the_model(smollm2: LocalBackend) -> None:
     events.close()  # stops the generation thread, which releases the model's lock
 
     assert smollm2.generate(QUESTION, NO_VECTOR, [EIFFEL]).answerable
+
+
+@pytest.mark.slow
+def test_a_requests_max_tokens_lowers_the_answers_length_never_raises_it(
+    smollm2: LocalBackend,
+) -> None:
+    short = smollm2.generate(QUESTION, NO_VECTOR, [EIFFEL], options=GenerationOptions(3))
+    *_, streamed = smollm2.stream(QUESTION, NO_VECTOR, [EIFFEL], options=GenerationOptions(3))
+    raised = smollm2.generate(QUESTION, NO_VECTOR, [BANANA, EIFFEL], options=GenerationOptions(999))
+
+    assert 0 < short.completion_tokens <= 3
+    assert isinstance(streamed, Answer)
+    assert 0 < streamed.completion_tokens <= 3
+    assert raised.completion_tokens <= 48  # the backend's own max_new_tokens
+
+
+@pytest.mark.slow
+def test_a_positive_temperature_samples_and_zero_stays_greedy(smollm2: LocalBackend) -> None:
+    def answers(temperature: float) -> set[str]:
+        options = GenerationOptions(max_tokens=12, temperature=temperature)
+        return {
+            smollm2.generate("Tell me about Paris.", NO_VECTOR, [EIFFEL], options=options).text
+            for _ in range(3)
+        }
+
+    # Three samples of 12 tokens at 1.5 all alike would be a near-impossible coincidence.
+    assert len(answers(1.5)) > 1
+    assert len(answers(0)) == 1
 
 
 def test_weak_evidence_abstains_without_loading_the_model(tmp_path: Path) -> None:

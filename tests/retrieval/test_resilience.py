@@ -12,7 +12,14 @@ import pytest
 
 from retrieval.config import BreakerConfig
 from retrieval.errors import GenerationUnavailableError, StoreUnavailableError
-from retrieval.generation.base import Answer, Delta, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Delta,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -267,7 +274,12 @@ class Scripted:
         return self._name
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         self.calls += 1
         if self.failing:
@@ -275,7 +287,12 @@ class Scripted:
         return Answer(self._name, True, [])
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         answer = self.generate(question, question_vector, passages)
         yield Delta(answer.text)

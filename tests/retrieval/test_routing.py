@@ -8,7 +8,15 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from retrieval.errors import GenerationUnavailableError
-from retrieval.generation.base import Answer, Delta, GenerationBackend, Passage, StreamEvent
+from retrieval.generation.base import (
+    DEFAULT_OPTIONS,
+    Answer,
+    Delta,
+    GenerationBackend,
+    GenerationOptions,
+    Passage,
+    StreamEvent,
+)
 from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.generation.openai import OpenAIBackend
 from retrieval.routing import (
@@ -100,6 +108,7 @@ class Slow:
     def __init__(self, name: str) -> None:
         self._name = name
         self.calls = 0
+        self.options: list[GenerationOptions] = []  # of each call, in order
         self.release = threading.Event()
 
     @property
@@ -107,16 +116,27 @@ class Slow:
         return self._name
 
     def generate(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         self.calls += 1
+        self.options.append(options)
         self.release.wait(5)
         return Answer(self._name, True, [])
 
     def stream(
-        self, question: str, question_vector: Sequence[float], passages: Sequence[Passage]
+        self,
+        question: str,
+        question_vector: Sequence[float],
+        passages: Sequence[Passage],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
-        answer = self.generate(question, question_vector, passages)
+        answer = self.generate(question, question_vector, passages, options=options)
         yield Delta(answer.text)
         yield answer
 
@@ -254,6 +274,23 @@ def test_a_dead_endpoint_hands_the_question_to_its_sibling(
     events = list(router.stream(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small"))
     assert isinstance(events[0], RouteChoice)
     assert events[0].backend == "alive"
+
+
+def test_a_fallback_gets_the_requests_options_too() -> None:
+    dead = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "dead", timeout_s=2)
+    fallback = Slow("extractive")
+    fallback.release.set()
+    router = Router(small=EndpointPool([(dead, 1.0)]), large=None, extractive=fallback)
+    options = GenerationOptions(max_tokens=5, temperature=0.5)
+    passages = [Passage("c1", "d1", OTTERS, 0.8)]
+
+    _, choice = router.answer("q", [], passages, "small", options=options)
+    events = list(router.stream("q", [], passages, "small", options=options))
+
+    assert choice.fallbacks == ("small (openai:dead)",)
+    assert isinstance(events[0], RouteChoice)
+    assert events[0].name == "extractive"
+    assert fallback.options == [options, options]
 
 
 def test_acquire_skips_endpoints_that_failed() -> None:
