@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.console import install_console
 from app.gateway.body_limit import BodyLimitMiddleware
 from app.gateway.in_flight import InFlightLimitMiddleware, size_thread_pool
 from app.gateway.limit_headers import RateLimitHeadersMiddleware
@@ -89,4 +90,5 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     if settings.enable_faults:  # otherwise the drill endpoints do not exist (404)
         app.include_router(faults.router, responses=problem_responses())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    install_console(app, settings)
     return app

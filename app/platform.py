@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from celery import Celery
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import PENDING_STATES, Document
@@ -48,6 +49,7 @@ from ingestion.embedder import Embedder, ModelEmbedder, make_embedder
 from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
 from retrieval.cache import EmbeddingCache, MemoryCache, RedisCache
 from retrieval.cached_embedder import CachedEmbedder
+from retrieval.errors import CacheUnavailableError, StoreUnavailableError
 from retrieval.generation.base import GenerationBackend
 from retrieval.generation.evidence import EvidenceGate
 from retrieval.generation.extractive import ExtractiveGenerator
@@ -155,6 +157,44 @@ class Platform:
         if self.warm_up_error is not None:
             return f"error: {self.warm_up_error}"
         return "loading"
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this replica is ready (``/readyz``), and each dependency's check.
+
+        Ready needs the database and a warm model; the vector store, cache and broker are
+        reported ``degraded`` when down without making the replica unready (each has a
+        fallback, and every replica shares them).
+        """
+        checks: dict[str, Any] = {}
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # any driver error means "not ready"; the detail says which
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            self.store.ping()
+            checks["vector_store"] = "ok"
+        except StoreUnavailableError as exc:
+            checks["vector_store"] = f"degraded: {exc}"
+        # Fault drills wrap the cache; the Redis one underneath is what to ask.
+        cache = getattr(self.query.cache, "inner", self.query.cache)
+        if isinstance(cache, RedisCache):
+            try:
+                cache.ping()
+                checks["cache"] = "ok"
+            except CacheUnavailableError as exc:
+                checks["cache"] = f"degraded: {exc}"
+        else:
+            checks["cache"] = "ok (in-process)"
+        depth = self.queue.depth()
+        if not self.distributed:
+            checks["broker"] = "ok (in-process)"
+        else:
+            checks["broker"] = "ok" if depth >= 0 else "degraded: broker unreachable"
+        checks["queue_depth"] = depth
+        checks["model"] = self.model_state()
+        return checks["database"] == "ok" and checks["model"] == "ok", checks
 
     def close(self) -> None:
         self.usage.close()

@@ -165,6 +165,27 @@ class LimitsConfig(BaseModel):
     key_prefix: str = Field("shoal:limit:", description="Prefix of the limiter's Redis keys.")
 
 
+class ConsoleConfig(BaseModel):
+    """The browser console at ``/console`` (``SHOAL_CONSOLE__...``)."""
+
+    enabled: bool = Field(True, description="Serve the console; off: `/console` is a 404.")
+    secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description=(
+            "Key that signs the console's session cookies (32 characters or more). Unset: one "
+            "is generated on first start and kept in `<data_dir>/console-secret`. Give every "
+            "replica the same value; changing it ends every console session."
+        ),
+    )
+    session_ttl_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Lifetime of a console session, in seconds, from sign-in.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting a deployment can name; the README's settings table lists each one."""
 
@@ -274,6 +295,7 @@ class Settings(BaseSettings):
     ingestion: IngestionConfig = IngestionConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     limits: LimitsConfig = LimitsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     generators: dict[str, RouteConfig] = Field(
         default_factory=dict,
         description=(

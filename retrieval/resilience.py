@@ -202,6 +202,12 @@ class Breakers:
                 self._breakers[name] = breaker
             return breaker
 
+    def states(self) -> dict[str, BreakerState]:
+        """Every breaker made so far, by name, with its state now."""
+        with self._lock:
+            breakers = sorted(self._breakers.items())
+        return {name: breaker.state for name, breaker in breakers}
+
 
 class GuardedStore:
     """A :class:`~retrieval.stores.base.VectorStore` whose calls pass a breaker and a timeout.

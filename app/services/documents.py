@@ -375,12 +375,20 @@ def _next_version(session: Session, namespace_id: str, external_id: str | None) 
 
 
 def list_documents(
-    session: Session, *, namespace: Namespace, limit: int, offset: int
+    session: Session,
+    *,
+    namespace: Namespace,
+    limit: int,
+    offset: int,
+    state: DocumentState | None = None,
 ) -> tuple[list[Document], int]:
-    """A page of the namespace's documents, oldest first, and the total count."""
-    where = Document.namespace_id == namespace.id
-    total = session.scalar(select(func.count()).select_from(Document).where(where)) or 0
-    query = select(Document).where(where).order_by(Document.created_at, Document.id)
+    """A page of the namespace's documents (only those in ``state`` if given), oldest first,
+    and how many there are."""
+    where = [Document.namespace_id == namespace.id]
+    if state is not None:
+        where.append(Document.state == state)
+    total = session.scalar(select(func.count()).select_from(Document).where(*where)) or 0
+    query = select(Document).where(*where).order_by(Document.created_at, Document.id)
     return list(session.scalars(query.limit(limit).offset(offset))), total
 
 

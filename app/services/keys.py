@@ -153,6 +153,29 @@ def authenticate(session: Session, token: str) -> Caller:
     # Compare even for an unknown id, so timing does not tell which ids exist.
     if not hmac.compare_digest(presented, stored) or row is None or row.revoked_at is not None:
         raise AuthenticationError("invalid or revoked API key")
+    return _caller(row, tenant_quotas)
+
+
+def authenticate_key_id(session: Session, key_id: str) -> Caller:
+    """The caller of a key proven earlier, looked up again by id: the console signs a key in
+    once (:func:`authenticate`), then calls this on every request, so a revocation ends its
+    sessions at their next request as it refuses the key's next API request.
+
+    Raises:
+        AuthenticationError: no such key, or it is revoked.
+    """
+    query = (
+        select(ApiKey, Tenant.quotas)
+        .outerjoin(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.id == key_id)
+    )
+    found = session.execute(query).first()
+    if found is None or found[0].revoked_at is not None:
+        raise AuthenticationError("invalid or revoked API key")
+    return _caller(found[0], found[1])
+
+
+def _caller(row: ApiKey, tenant_quotas: Mapping[str, Any] | None) -> Caller:
     return Caller(
         key_id=row.id,
         tenant_id=row.tenant_id,
