@@ -18,9 +18,11 @@ from typing import Annotated, Any
 import jinja2
 import structlog
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from app.console.session import (
@@ -33,7 +35,7 @@ from app.console.session import (
 )
 from app.errors import AuthenticationError
 from app.gateway.deps import SessionDep
-from app.gateway.problems import INTERNAL, NOT_FOUND, ProblemType, problem_for
+from app.gateway.problems import INTERNAL, NOT_FOUND, VALIDATION, ProblemType, problem_for
 from app.services import keys
 from app.services.keys import Caller
 from app.settings import Settings
@@ -169,9 +171,10 @@ def see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def form_error(exc: ValidationError) -> str:
+def form_error(exc: ValidationError | RequestValidationError) -> str:
     """A schema's complaint about a form, in one line: ``field: message``."""
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc.errors()
+    first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
     return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
 
@@ -220,12 +223,16 @@ class ConsoleRoute(APIRoute):
                 forbidden = ProblemType(403, "csrf", "The form has expired")
                 detail = "Reload the page and submit the form again."
                 response = _error_page(request, forbidden, detail)
+            except RequestValidationError as exc:  # a query parameter out of range
+                response = _error_page(request, VALIDATION, form_error(exc))
+            except StarletteHTTPException as exc:  # a body that cannot be read at all
+                refused = ProblemType(exc.status_code, "http-error", "The request was refused")
+                response = _error_page(request, refused, str(exc.detail))
             except Exception as exc:
                 problem = problem_for(exc)
                 if problem is None:
                     log.error("unhandled_error", exc_info=exc, path=request.url.path)
-                    problem = INTERNAL
-                response = _error_page(request, problem, error_status(exc)[1])
+                response = _error_page(request, problem or INTERNAL, error_status(exc)[1])
             response.headers.update(SECURITY_HEADERS)
             return response
 

@@ -298,6 +298,10 @@ def test_forms_show_the_apis_validation_errors(browser: Browser, acme: Tenant) -
     page = browser.post(f"/console/tenants/{acme.id}/keys", {"name": "k"})  # no scope
     assert page.status_code == 422
     assert "scopes" in texts(page.text, "[role=alert]")[0]
+    page = browser.get("/console/namespaces/ok?offset=-1")
+    assert page.status_code == 422
+    assert texts(page.text, "[role=alert]")[0].startswith("query.offset:")
+    assert page.headers["content-security-policy"] == CSP
 
 
 def test_the_console_stays_out_of_the_api_schema(api: Api) -> None:
