@@ -1,10 +1,11 @@
-"""A tenant's page: its quotas and keys (create with scopes and quotas, the secret shown once;
-revoke). Platform admins reach every tenant's, a tenant admin only its own (another's is 404,
-as in the API)."""
+"""A tenant's page: its quotas, keys (create with scopes and quotas, the secret shown once;
+revoke) and usage by day. Platform admins reach every tenant's, a tenant admin only its own
+(another's is 404, as in the API)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -22,10 +23,12 @@ from app.console.web import (
     render,
     see_other,
 )
+from app.db.models import Usage
 from app.errors import InvalidRequestError
-from app.gateway.deps import SessionDep
+from app.gateway.deps import PlatformDep, SessionDep
+from app.platform import Platform
 from app.schemas import KeyCreate
-from app.services import keys, tenants
+from app.services import keys, tenants, usage
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -41,8 +44,10 @@ def own_keys(console: ConsoleDep) -> Response:
 
 
 @router.get("/tenants/{tenant_id}")
-def tenant_page(request: Request, tenant_id: str, console: ConsoleDep, db: SessionDep) -> Response:
-    return _page(request, db, console, tenant_id)
+def tenant_page(
+    request: Request, tenant_id: str, console: ConsoleDep, db: SessionDep, platform: PlatformDep
+) -> Response:
+    return _page(request, db, platform, console, tenant_id)
 
 
 @router.post("/tenants/{tenant_id}/keys")
@@ -51,6 +56,7 @@ def key_create(
     tenant_id: str,
     console: FormDep,
     db: SessionDep,
+    platform: PlatformDep,
     name: Annotated[str, Form()] = "",
     scopes: Annotated[list[str] | None, Form()] = None,
     requests_per_minute: Annotated[str, Form()] = "",
@@ -86,8 +92,10 @@ def key_create(
         status, error = (
             (422, form_error(exc)) if isinstance(exc, ValidationError) else error_status(exc)
         )
-        return _page(request, db, console, tenant_id, form=form, error=error, status_code=status)
-    return _page(request, db, console, tenant_id, created=(row.name, secret))
+        return _page(
+            request, db, platform, console, tenant_id, form=form, error=error, status_code=status
+        )
+    return _page(request, db, platform, console, tenant_id, created=(row.name, secret))
 
 
 @router.post("/keys/{key_id}/revoke")
@@ -108,6 +116,7 @@ def _quotas(requests_per_minute: str, tokens_per_minute: str) -> dict[str, str]:
 def _page(
     request: Request,
     db: Session,
+    platform: Platform,
     console: Console,
     tenant_id: str,
     *,
@@ -118,6 +127,10 @@ def _page(
 ) -> Response:
     keys.authorize_tenant_admin(console.caller, tenant_id)
     tenant = tenants.get_tenant(db, tenant_id=tenant_id)
+    # This replica's last second too, as GET /v1/admin/tenants/{id}/usage (the flush commits on
+    # its own connection: end this session's transaction first, for SQLite's write lock).
+    db.commit()
+    platform.usage.flush()
     return render(
         request,
         "tenant.html",
@@ -127,5 +140,18 @@ def _page(
         scopes=SCOPES,
         form=form or {"scopes": ["query"]},
         created=created,
+        usage=_by_day(usage.usage_for_tenant(db, tenant_id=tenant_id)),
         error=error,
     )
+
+
+def _by_day(rows: Iterable[Usage]) -> list[tuple[dt.date, int, int]]:
+    """Requests and model tokens per day (all keys), newest first."""
+    days: dict[dt.date, tuple[int, int]] = {}
+    for row in rows:
+        requests, tokens = days.get(row.day, (0, 0))
+        days[row.day] = (
+            requests + row.requests,
+            tokens + row.prompt_tokens + row.completion_tokens,
+        )
+    return [(day, *totals) for day, totals in sorted(days.items(), reverse=True)]

@@ -4,6 +4,7 @@ pages in a real browser over HTTP."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 
@@ -314,3 +315,16 @@ def test_the_console_can_be_turned_off(api: Api) -> None:
     with TestClient(create_app(settings, platform=api.platform)) as client:
         assert client.get("/console").status_code == 404
         assert client.get("/console/static/htmx.min.js").status_code == 404
+
+
+def test_the_tenant_page_shows_usage_by_day(api: Api, browser: Browser, acme: Tenant) -> None:
+    make_namespace(api, acme, "docs")
+    browser.sign_in(acme.admin_key)
+    assert "No requests yet." in browser.get(f"/console/tenants/{acme.id}").text
+    for question in ("What is here?", "Anything else?"):
+        asked = browser.post("/console/namespaces/docs/ask", {"question": question})
+        assert asked.status_code == 200
+    page = browser.get(f"/console/tenants/{acme.id}")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    cells = texts(page.text, "section[aria-labelledby=usage-title] tbody td")
+    assert cells == [today, "2", "0"]  # two questions, extractive answers spend no model tokens
