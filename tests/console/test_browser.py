@@ -45,13 +45,15 @@ expect.set_options(timeout=60_000)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``shoal serve`` for the module, with fault drills on. Two failed calls open a
-    breaker (default five), so the drill's breaker opens within two status refreshes."""
+    breaker (default five), so the drill's breaker opens within two status refreshes; bodies
+    over 1 MiB are refused, so a refused upload is cheap to make."""
     data_dir = tmp_path_factory.mktemp("console-served")
     with serve_shoal(
         data_dir,
         f"sqlite:///{data_dir / 'shoal.db'}",
         SHOAL_ENABLE_FAULTS="true",
         SHOAL_BREAKER_FAILURE_THRESHOLD="2",
+        SHOAL_MAX_UPLOAD_MB="1",
     ) as server:
         yield server
 
@@ -311,6 +313,34 @@ def test_the_console_works_at_phone_width_with_the_keyboard(served: Served, phon
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
     phone.goto("/console/namespaces/docs")
     shot(phone, "11-phone-namespace")
+
+
+def test_dropped_files_upload_and_a_refused_upload_says_why(served: Served, page: Page) -> None:
+    initrode = make_tenant(served, "initrode")
+    make_namespace(served, initrode, "docs")
+    sign_in(page, initrode.admin_key)
+    page.goto("/console/namespaces/docs")
+    dropped = page.evaluate_handle(
+        """() => {
+            const files = new DataTransfer();
+            files.items.add(new File(["Kelp forests grow along cold coasts."], "kelp.txt",
+                                     {type: "text/plain"}));
+            return files;
+        }"""
+    )
+    page.dispatch_event("[data-drop]", "drop", {"dataTransfer": dropped})
+    page.get_by_role("button", name="Upload").click()
+    expect(page).to_have_url(re.compile(r"/console/jobs/[0-9a-f-]+$"))
+    expect(page.locator("#job-progress")).to_contain_text("kelp.txt")
+    expect(page.locator("#job-progress .state-indexed")).to_have_count(1)
+
+    page.goto("/console/namespaces/docs")
+    page.get_by_label("Files").set_input_files(
+        FilePayload(name="big.txt", mimeType="text/plain", buffer=b"otter " * 400_000)
+    )
+    page.get_by_role("button", name="Upload").click()
+    expect(page.get_by_role("alert")).to_contain_text("over the 1 MiB limit")
+    assert page.url == f"{served.url}/console/namespaces/docs"
 
 
 def test_a_platform_admin_runs_a_fault_drill_and_sees_the_breaker_open(

@@ -36,8 +36,13 @@ function enhanceUpload(form) {
       }
     });
     request.addEventListener("load", () => {
+      const type = request.getResponseHeader("content-type") || "";
       if (request.status < 400 && request.responseURL) {
         window.location.assign(request.responseURL); // the job page the upload redirected to
+      } else if (!type.startsWith("text/html")) {
+        // Refused before the console saw it (a body over SHOAL_MAX_UPLOAD_MB): problem+json.
+        bar.hidden = true;
+        showError(form, problemDetail(request));
       } else {
         // The page with the error, as the browser would show it without this script.
         const page = new DOMParser().parseFromString(request.responseText, "text/html");
@@ -48,6 +53,25 @@ function enhanceUpload(form) {
     request.addEventListener("error", () => form.submit());
     request.send(new FormData(form));
   });
+}
+
+function problemDetail(request) {
+  try {
+    return JSON.parse(request.responseText).detail || request.statusText;
+  } catch {
+    return `The upload was refused (${request.status}).`;
+  }
+}
+
+function showError(form, text) {
+  let message = form.querySelector(".message.error");
+  if (!message) {
+    message = document.createElement("p");
+    message.className = "message error";
+    message.setAttribute("role", "alert");
+    form.prepend(message);
+  }
+  message.textContent = text; // text, never HTML
 }
 
 document.addEventListener("DOMContentLoaded", () => {
