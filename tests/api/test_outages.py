@@ -34,6 +34,7 @@ from tests.api.conftest import (
     wait_for_job,
 )
 from tests.conftest import Api, free_port, start_api
+from tests.services import PrivateRedis
 
 pytestmark = pytest.mark.slow
 
@@ -66,56 +67,14 @@ def ask(api: Api, tenant: Tenant, question: str) -> tuple[int, dict[str, object]
 # --- Redis --------------------------------------------------------------------------------------
 
 
-@dataclass
-class PrivateRedis:
-    """A ``redis-server`` of this test alone, on a free port, that the test may kill."""
-
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--daemonize", "no",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url, socket_timeout=0.5)
-        deadline = time.monotonic() + 20
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.RedisError:
-                    assert self.process.poll() is None, "redis-server exited"
-                    assert time.monotonic() < deadline, "redis-server not serving after 20 s"
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait()
-
-
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
     server = PrivateRedis()
     server.start()
     try:
         yield server
     finally:
-        server.kill()
+        server.stop()
 
 
 @pytest.fixture
@@ -157,7 +116,7 @@ def test_queries_keep_answering_while_redis_is_killed(
     asker.start()
     try:
         time.sleep(0.5)
-        private_redis.kill()
+        private_redis.stop()
         killed_at = len(results)
         time.sleep(2.0)
     finally:

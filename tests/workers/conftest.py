@@ -15,13 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from app.db.migrate import upgrade
-from app.db.session import make_engine, make_session_factory, normalise_database_url
-from tests.conftest import POSTGRES_URL, START_POSTGRES
+from app.db.session import make_engine, make_session_factory
+from tests.conftest import new_postgres_database
 from tests.services import PrivateRabbitMQ, PrivateRedis
 from tests.workers.cluster import Broker, Cluster
 from workers.celery_app import CeleryConfig, CeleryQueue, create_celery
@@ -54,23 +52,9 @@ def broker(request: pytest.FixtureRequest) -> Broker:
 @contextmanager
 def cluster_database() -> Iterator[str]:
     """A new, migrated database at SHOAL_TEST_POSTGRES_URL's server; dropped afterwards."""
-    admin = make_url(normalise_database_url(POSTGRES_URL))
-    name = f"shoal_workers_{uuid.uuid4().hex[:10]}"
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"Postgres is not reachable at {POSTGRES_URL} ({exc}); start it: {START_POSTGRES}"
-        )
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    try:
+    with new_postgres_database() as url:
         upgrade(url)
         yield url
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @contextmanager
