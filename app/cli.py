@@ -162,6 +162,10 @@ def create_key(
     scopes: Annotated[str, typer.Option(help="Comma-separated: admin,write,query.")] = "",
     platform: Annotated[bool, typer.Option("--platform", help="A platform key.")] = False,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    namespaces: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated: limit a write or query key to these namespaces."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; the whole key is printed once and never again."""
@@ -173,12 +177,21 @@ def create_key(
         if tenant is not None:
             _or_exit(lambda: tenants.get_tenant(session, tenant_id=tenant))
         wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+        limited = None if namespaces is None else [n.strip() for n in namespaces.split(",")]
         row, plaintext = _or_exit(
-            lambda: keys.create_key(session, tenant_id=tenant, name=name, scopes=wanted)
+            lambda: keys.create_key(
+                session, tenant_id=tenant, name=name, scopes=wanted, namespaces=limited
+            )
         )
         session.commit()
         _emit(
-            {"id": row.id, "tenant_id": row.tenant_id, "scopes": row.scopes, "key": plaintext},
+            {
+                "id": row.id,
+                "tenant_id": row.tenant_id,
+                "scopes": row.scopes,
+                "namespaces": row.namespaces,
+                "key": plaintext,
+            },
             as_json,
         )
 
@@ -268,6 +281,7 @@ def eval_beir(
     from app.logging import configure_logging
     from app.platform import build_platform
     from app.services import evaluation, tenants
+    from app.services.keys import TenantAccess
     from app.services.namespaces import get_namespace
     from retrieval.config import SEARCH_MODES
 
@@ -304,7 +318,7 @@ def eval_beir(
                     tenant = tenants.create_tenant(session, name="eval", quotas={})
                 tenant_id = tenant.id
                 try:
-                    namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+                    namespace = get_namespace(session, access=TenantAccess(tenant_id), name=name)
                     session.expunge(namespace)
                 except NotFoundError:  # the first run on this data directory
                     namespace = None

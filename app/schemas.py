@@ -65,6 +65,15 @@ class KeyCreate(Strict):
     quotas: Quotas = Field(
         Quotas(), description="The key's own budgets, enforced on top of its tenant's."
     )
+    namespaces: list[Name] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description=(
+            "Limit a write or query key to these of its tenant's namespaces; any other "
+            "answers as a missing one, on every door (HTTP, OpenAI, MCP). Unset: all of them."
+        ),
+    )
 
 
 class KeyUpdate(Strict):
@@ -77,6 +86,7 @@ class KeyPublic(BaseModel):
     name: str
     scopes: list[str]
     quotas: dict[str, Any]
+    namespaces: list[str] | None = Field(description="The namespaces it is limited to; null: all.")
     created_at: dt.datetime
     revoked_at: dt.datetime | None
 

@@ -40,6 +40,7 @@ from app.logging import configure_logging
 from app.platform import Platform, build_platform
 from app.services import evaluation, keys, tenants
 from app.services.evaluation import BeirData
+from app.services.keys import TenantAccess
 from app.services.query import QueryResult, Retrieved, answer_question, retrieve
 from app.settings import Settings
 from bench.ingest import describe_machine
@@ -96,7 +97,7 @@ class Protocol:
         with self.platform.sessions() as session:
             return answer_question(
                 session,
-                tenant_id=self.tenant_id,
+                access=TenantAccess(self.tenant_id),
                 key_id=self.key_id,
                 namespace_name=name,
                 question=question,

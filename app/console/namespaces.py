@@ -27,7 +27,7 @@ from app.gateway.deps import PlatformDep, SessionDep
 from app.schemas import NamespaceCreate
 from app.services import documents, jobs, namespaces
 from app.services.documents import UploadItem
-from app.services.keys import ADMIN, WRITE, authorize_tenant_scope
+from app.services.keys import ADMIN, WRITE, TenantAccess, authorize_tenant_scope
 from ingestion.errors import IngestionError
 from retrieval.errors import StoreError
 
@@ -39,8 +39,7 @@ STATES = [state.value for state in DocumentState]
 
 @router.get("/namespaces")
 def namespace_list(request: Request, console: ConsoleDep, db: SessionDep) -> Response:
-    tenant_id = authorize_tenant_scope(console.caller, ADMIN)
-    rows = namespaces.list_namespaces(db, tenant_id=tenant_id)
+    rows = namespaces.list_namespaces(db, access=authorize_tenant_scope(console.caller, ADMIN))
     return render(request, "namespaces.html", namespaces=rows, form={})
 
 
@@ -55,7 +54,7 @@ def namespace_create(
     mode: Annotated[str, Form()] = "",
 ) -> Response:
     """Create a namespace (the API's rules: ``NamespaceCreate``, then the service's)."""
-    tenant_id = authorize_tenant_scope(console.caller, ADMIN)
+    access = authorize_tenant_scope(console.caller, ADMIN)
     form = {"name": name, "indexed_fields": indexed_fields, "mode": mode}
     try:
         body = NamespaceCreate.model_validate(
@@ -67,7 +66,7 @@ def namespace_create(
         )
         namespaces.create_namespace(
             db,
-            tenant_id=tenant_id,
+            tenant_id=access.tenant_id,
             name=body.name,
             embedding_model=platform.embedder.model_id,
             embedding_dimension=platform.embedder.dimension,
@@ -80,7 +79,7 @@ def namespace_create(
         status, error = (
             (422, form_error(exc)) if isinstance(exc, ValidationError) else error_status(exc)
         )
-        rows = namespaces.list_namespaces(db, tenant_id=tenant_id)
+        rows = namespaces.list_namespaces(db, access=access)
         return render(
             request, "namespaces.html", status_code=status, namespaces=rows, form=form, error=error
         )
@@ -112,8 +111,8 @@ def namespace_page(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Response:
     """The namespace's documents by filename, with states and failure reasons."""
-    tenant_id = authorize_tenant_scope(console.caller, ADMIN)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(console.caller, ADMIN)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     wanted = DocumentState(state) if state in STATES else None
     rows, total = documents.list_documents(
         db, namespace=namespace, limit=PAGE_SIZE, offset=offset, state=wanted
@@ -136,10 +135,8 @@ async def upload(
     request: Request, name: str, console: FormDep, db: SessionDep, platform: PlatformDep
 ) -> Response:
     """Upload the form's files as one job, then follow the job's progress."""
-    tenant_id = authorize_tenant_scope(console.caller, WRITE)
-    namespace = await run_in_threadpool(
-        namespaces.get_namespace, db, tenant_id=tenant_id, name=name
-    )
+    access = authorize_tenant_scope(console.caller, WRITE)
+    namespace = await run_in_threadpool(namespaces.get_namespace, db, access=access, name=name)
     namespaces.check_embedding_model(namespace, platform.embedder.model_id)
     await run_in_threadpool(db.commit)  # no read transaction while the files are read
     form = await request.form()
@@ -154,7 +151,7 @@ async def upload(
                 )
             )
     if not items:
-        return await _upload_refused(request, db, name, tenant_id, "Choose at least one file.")
+        return await _upload_refused(request, db, name, access, "Choose at least one file.")
     try:
         result = await run_in_threadpool(
             documents.upload,
@@ -166,7 +163,7 @@ async def upload(
         )
     except (ShoalError, IngestionError) as exc:  # an unsupported or unparsable file
         status, error = error_status(exc)
-        return await _upload_refused(request, db, name, tenant_id, error, status_code=status)
+        return await _upload_refused(request, db, name, access, error, status_code=status)
     return see_other(f"/console/jobs/{result.job.id}")
 
 
@@ -174,13 +171,13 @@ async def _upload_refused(
     request: Request,
     db: Session,
     name: str,
-    tenant_id: str,
+    access: TenantAccess,
     error: str,
     *,
     status_code: int = 422,
 ) -> Response:
     def page() -> Response:
-        namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+        namespace = namespaces.get_namespace(db, access=access, name=name)
         rows, total = documents.list_documents(db, namespace=namespace, limit=PAGE_SIZE, offset=0)
         return render(
             request,
@@ -203,8 +200,8 @@ async def _upload_refused(
 def document_delete(
     name: str, document_id: str, console: FormDep, db: SessionDep, platform: PlatformDep
 ) -> Response:
-    tenant_id = authorize_tenant_scope(console.caller, WRITE)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(console.caller, WRITE)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     documents.delete_document(
         db,
         namespace=namespace,
@@ -220,8 +217,8 @@ def namespace_delete_page(
     request: Request, name: str, console: ConsoleDep, db: SessionDep
 ) -> Response:
     """Ask for the namespace's name before deleting it with all its documents."""
-    tenant_id = authorize_tenant_scope(console.caller, ADMIN)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(console.caller, ADMIN)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     return render(request, "namespace_delete.html", namespace=namespace)
 
 
@@ -234,22 +231,22 @@ def namespace_delete(
     platform: PlatformDep,
     confirm: Annotated[str, Form()] = "",
 ) -> Response:
-    tenant_id = authorize_tenant_scope(console.caller, ADMIN)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(console.caller, ADMIN)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     if confirm.strip() != namespace.name:
         error = "Type the namespace's name exactly to delete it."
         return render(
             request, "namespace_delete.html", status_code=422, namespace=namespace, error=error
         )
-    namespaces.delete_namespace(db, tenant_id=tenant_id, name=name, store=platform.store)
+    namespaces.delete_namespace(db, access=access, name=name, store=platform.store)
     return see_other("/console/namespaces")
 
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, console: ConsoleDep, db: SessionDep) -> Response:
     """An upload's progress; the progress panel reloads itself (htmx) until the job ends."""
-    tenant_id = authorize_tenant_scope(console.caller, WRITE)
-    status = jobs.get_job(db, tenant_id=tenant_id, job_id=job_id)
+    access = authorize_tenant_scope(console.caller, WRITE)
+    status = jobs.get_job(db, access=access, job_id=job_id)
     template = "_job_progress.html" if is_htmx(request) else "job.html"
     # The job is the tenant's (get_job checked), so its namespace is too.
     namespace = db.get(Namespace, status.job.namespace_id)

@@ -34,8 +34,8 @@ MODES = ("hybrid", "dense", "lexical")
 
 @router.get("/namespaces/{name}/ask")
 def ask_page(request: Request, name: str, console: ConsoleDep, db: SessionDep) -> Response:
-    tenant_id = authorize_tenant_scope(console.caller, QUERY)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(console.caller, QUERY)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     return render(request, "ask.html", namespace=namespace, form={}, modes=MODES, outcome=None)
 
 
@@ -55,8 +55,8 @@ def ask(
     """Answer (or search) as ``POST /v1/namespaces/{ns}/query`` (``/search``) does, counted
     against the key's budgets; htmx gets the result panel alone."""
     caller = console.caller
-    tenant_id = authorize_tenant_scope(caller, QUERY)
-    namespace = namespaces.get_namespace(db, tenant_id=tenant_id, name=name)
+    access = authorize_tenant_scope(caller, QUERY)
+    namespace = namespaces.get_namespace(db, access=access, name=name)
     db.commit()
     form = {
         "question": question,
@@ -79,7 +79,7 @@ def ask(
         if quotas is not None:
             platform.limits.admit(quotas)  # the request budget, as every API request
         common: dict[str, Any] = {  # Any: keyword arguments of two service functions
-            "tenant_id": tenant_id,
+            "access": access,
             "key_id": caller.key_id,
             "namespace_name": name,
             "question": body.question,

@@ -109,6 +109,8 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     # The key's own per-minute budgets, on top of its tenant's (app.gateway.limits); {} for none.
     quotas: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Names of the namespaces the key may use (app.services.keys.TenantAccess); None: all.
+    namespaces: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 

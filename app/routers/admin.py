@@ -84,6 +84,7 @@ def create_key(
         name=body.name,
         scopes=body.scopes,
         quotas=body.quotas.model_dump(exclude_none=True),
+        namespaces=body.namespaces,
     )
     session.commit()
     return KeyCreated.model_validate({**_key_fields(row), "key": plaintext})
@@ -139,6 +140,7 @@ def _key_fields(row: ApiKey) -> dict[str, object]:
         "name": row.name,
         "scopes": row.scopes,
         "quotas": row.quotas,
+        "namespaces": row.namespaces,
         "created_at": row.created_at,
         "revoked_at": row.revoked_at,
     }

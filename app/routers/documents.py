@@ -94,11 +94,9 @@ async def upload_documents(
     records: RecordsQuery = False,
 ) -> UploadAccepted:
     """Accept documents for indexing; answers at once with the job to follow."""
-    tenant_id = authorize_tenant_scope(caller, WRITE)
+    access = authorize_tenant_scope(caller, WRITE)
     # Resolve the namespace before reading the body: a wrong name must not cost an upload.
-    namespace = await run_in_threadpool(
-        namespaces.get_namespace, session, tenant_id=tenant_id, name=ns
-    )
+    namespace = await run_in_threadpool(namespaces.get_namespace, session, access=access, name=ns)
     namespaces.check_embedding_model(namespace, platform.embedder.model_id)
     # End the read transaction before the body streams in: on SQLite every transaction holds
     # the write lock (BEGIN IMMEDIATE), which indexing workers wait on meanwhile.
@@ -141,9 +139,7 @@ def list_documents(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**31 - 1),  # past 2**63 the database's integer overflowed
 ) -> DocumentPage:
-    namespace = namespaces.get_namespace(
-        session, tenant_id=authorize_tenant_reader(caller), name=ns
-    )
+    namespace = namespaces.get_namespace(session, access=authorize_tenant_reader(caller), name=ns)
     rows, total = documents.list_documents(session, namespace=namespace, limit=limit, offset=offset)
     return DocumentPage(items=[_public(d) for d in rows], total=total, limit=limit, offset=offset)
 
@@ -152,9 +148,7 @@ def list_documents(
 def get_document(
     ns: str, document_id: str, caller: CallerDep, session: SessionDep
 ) -> DocumentPublic:
-    namespace = namespaces.get_namespace(
-        session, tenant_id=authorize_tenant_reader(caller), name=ns
-    )
+    namespace = namespaces.get_namespace(session, access=authorize_tenant_reader(caller), name=ns)
     return _public(documents.get_document(session, namespace=namespace, document_id=document_id))
 
 
@@ -162,8 +156,8 @@ def get_document(
 def delete_document(
     ns: str, document_id: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
 ) -> Response:
-    tenant_id = authorize_tenant_scope(caller, WRITE)
-    namespace = namespaces.get_namespace(session, tenant_id=tenant_id, name=ns)
+    access = authorize_tenant_scope(caller, WRITE)
+    namespace = namespaces.get_namespace(session, access=access, name=ns)
     documents.delete_document(
         session,
         namespace=namespace,

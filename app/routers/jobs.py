@@ -26,7 +26,7 @@ def get_job(
     ] = None,
 ) -> JobPublic:
     status = jobs.get_job(
-        session, tenant_id=authorize_tenant_scope(caller, WRITE), job_id=job_id, state=state
+        session, access=authorize_tenant_scope(caller, WRITE), job_id=job_id, state=state
     )
     return JobPublic(
         id=status.job.id,

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
 def create_namespace(
     body: NamespaceCreate, caller: CallerDep, session: SessionDep, platform: PlatformDep
 ) -> NamespacePublic:
-    tenant_id = authorize_tenant_scope(caller, ADMIN)
+    tenant_id = authorize_tenant_scope(caller, ADMIN).tenant_id
     model = platform.embedder.model_id
     if body.embedding_model not in (None, model):
         raise InvalidRequestError(
@@ -50,8 +50,7 @@ def create_namespace(
 
 @router.get("")
 def list_namespaces(caller: CallerDep, session: SessionDep) -> list[NamespacePublic]:
-    tenant_id = authorize_tenant_reader(caller)
-    rows = namespaces.list_namespaces(session, tenant_id=tenant_id)
+    rows = namespaces.list_namespaces(session, access=authorize_tenant_reader(caller))
     return [NamespacePublic.model_validate(n, from_attributes=True) for n in rows]
 
 
@@ -61,7 +60,7 @@ async def get_namespace(ns: str, caller: CallerDep, session: SessionDep) -> Name
     # its response. The session is committed there: no transaction outlives the thread.
     def read() -> NamespacePublic:
         namespace = namespaces.get_namespace(
-            session, tenant_id=authorize_tenant_reader(caller), name=ns
+            session, access=authorize_tenant_reader(caller), name=ns
         )
         session.commit()
         return NamespacePublic.model_validate(namespace, from_attributes=True)
@@ -75,7 +74,7 @@ def update_namespace(
 ) -> NamespacePublic:
     namespace = namespaces.update_namespace(
         session,
-        tenant_id=authorize_tenant_scope(caller, ADMIN),
+        access=authorize_tenant_scope(caller, ADMIN),
         name=ns,
         indexed_fields=None if body.indexed_fields is None else dict(body.indexed_fields),
         routes=None if body.routes is None else _stored_routes(body.routes, platform),
@@ -89,8 +88,8 @@ def update_namespace(
 def delete_namespace(
     ns: str, caller: CallerDep, session: SessionDep, platform: PlatformDep
 ) -> Response:
-    tenant_id = authorize_tenant_scope(caller, ADMIN)
-    namespaces.delete_namespace(session, tenant_id=tenant_id, name=ns, store=platform.store)
+    access = authorize_tenant_scope(caller, ADMIN)
+    namespaces.delete_namespace(session, access=access, name=ns, store=platform.store)
     return Response(status_code=204)
 
 

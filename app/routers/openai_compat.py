@@ -134,7 +134,7 @@ async def list_models(caller: CallerDep, session: SessionDep) -> ModelList:
 
 
 def _list_models(caller: Caller, session: Session) -> ModelList:
-    rows = namespaces.list_namespaces(session, tenant_id=authorize_tenant_scope(caller, QUERY))
+    rows = namespaces.list_namespaces(session, access=authorize_tenant_scope(caller, QUERY))
     session.commit()  # no transaction outlives the thread (SQLite's write lock)
     return ModelList(data=[_model(n.name, n.created_at.timestamp()) for n in rows])
 
@@ -146,8 +146,8 @@ async def retrieve_model(model: str, caller: CallerDep, session: SessionDep) -> 
 
 
 def _retrieve_model(model: str, caller: Caller, session: Session) -> ModelPublic:
-    tenant_id = authorize_tenant_scope(caller, QUERY)
-    namespace = namespaces.get_namespace(session, tenant_id=tenant_id, name=model)
+    access = authorize_tenant_scope(caller, QUERY)
+    namespace = namespaces.get_namespace(session, access=access, name=model)
     session.commit()
     return _model(namespace.name, namespace.created_at.timestamp())
 
@@ -178,10 +178,10 @@ def _chat(
     platform: Platform,
     response: Response,
 ) -> ChatCompletion:
-    tenant_id = authorize_tenant_scope(caller, QUERY)
+    access = authorize_tenant_scope(caller, QUERY)
     name, route = parse_model(body.model)
     common: dict[str, Any] = {
-        "tenant_id": tenant_id,
+        "access": access,
         "key_id": caller.key_id,
         "namespace_name": name,
         "question": question_of(body.messages),
@@ -316,7 +316,7 @@ async def embeddings(
 def _embeddings(
     body: EmbeddingRequest, caller: Caller, session: Session, platform: Platform
 ) -> EmbeddingList:
-    tenant_id = authorize_tenant_scope(caller, QUERY)
+    access = authorize_tenant_scope(caller, QUERY)
     name, _ = parse_model(body.model)  # a route changes nothing here
     dimension = platform.query.embedder.dimension
     if body.dimensions not in (None, dimension):
@@ -327,7 +327,7 @@ def _embeddings(
     texts = [body.input] if isinstance(body.input, str) else body.input
     embedded = embed_texts(
         session,
-        tenant_id=tenant_id,
+        access=access,
         key_id=caller.key_id,
         namespace_name=name,
         texts=texts,

@@ -86,7 +86,7 @@ def _query(
     response: Response,
 ) -> QueryAnswer:
     common: dict[str, Any] = {
-        "tenant_id": authorize_tenant_scope(caller, QUERY),
+        "access": authorize_tenant_scope(caller, QUERY),
         "key_id": caller.key_id,
         "namespace_name": ns,
         "question": body.question,
@@ -128,7 +128,7 @@ def _search(
 ) -> SearchResults:
     found = search_namespace(
         session,
-        tenant_id=authorize_tenant_scope(caller, QUERY),
+        access=authorize_tenant_scope(caller, QUERY),
         key_id=caller.key_id,
         namespace_name=ns,
         question=body.question,

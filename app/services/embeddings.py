@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidRequestError
 from app.metrics import count_cache_lookups
+from app.services.keys import TenantAccess
 from app.services.limits import Quotas
 from app.services.namespaces import check_embedding_model, get_namespace
 from app.services.query import QueryDeps
@@ -37,7 +38,7 @@ class Embedded:
 def embed_texts(
     session: Session,
     *,
-    tenant_id: str,
+    access: TenantAccess,
     key_id: str,
     namespace_name: str,
     texts: Sequence[str],
@@ -53,14 +54,15 @@ def embed_texts(
     (the count is exact, so nothing is left to settle) and recorded in the usage as prompt tokens.
 
     Raises:
-        NotFoundError: no such namespace for this tenant.
+        NotFoundError: no such namespace for this tenant, or one ``access`` may not use.
         EmbeddingModelMismatchError: the namespace was indexed by another model or runtime.
         InvalidRequestError: a text has more tokens than the model reads (never truncated);
             ``field`` is ``input`` or ``input[i]``.
         RateLimitedError: the tokens do not fit the caller's token budgets.
         EmbeddingUnavailableError: the embedding model failed.
     """
-    namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    tenant_id = access.tenant_id
+    namespace = get_namespace(session, access=access, name=namespace_name)
     # Another model's (or runtime's) vectors would not be the ones its questions search with.
     check_embedding_model(namespace, deps.embedder.model_id)
     # End the lookup's transaction before the model works (SQLite's write lock, as in queries).

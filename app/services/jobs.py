@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Document, DocumentState, Job, JobDocument
+from app.db.models import Document, DocumentState, Job, JobDocument, Namespace
 from app.errors import NotFoundError
+from app.services.keys import TenantAccess
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def job_state(counts: Mapping[DocumentState, int]) -> str:
 
 
 def get_job(
-    session: Session, *, tenant_id: str, job_id: str, state: DocumentState | None = None
+    session: Session, *, access: TenantAccess, job_id: str, state: DocumentState | None = None
 ) -> JobStatus:
     """The job's state, per-state counts and documents in upload order.
 
@@ -46,10 +47,11 @@ def get_job(
     following a batch of thousands asks for ``failed`` ones only.
 
     Raises:
-        NotFoundError: no such job for this tenant (another tenant's job included).
+        NotFoundError: no such job for this tenant (another tenant's job included), or one in a
+            namespace the key is not limited to.
     """
     job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant_id:
+    if job is None or job.tenant_id != access.tenant_id or not _reachable(session, access, job):
         raise NotFoundError("job", job_id)
     in_job = (
         select(Document.state, func.count())
@@ -71,3 +73,12 @@ def get_job(
     present = sum(counted.values())
     counts["removed"] = max(0, (job.document_count or present) - present)
     return JobStatus(job=job, state=job_state(counted), counts=counts, documents=documents)
+
+
+def _reachable(session: Session, access: TenantAccess, job: Job) -> bool:
+    """Whether the job's namespace is one ``access`` may use (a job lives as long as its
+    namespace: deleting one deletes the other)."""
+    if access.namespaces is None:
+        return True
+    name = session.scalar(select(Namespace.name).where(Namespace.id == job.namespace_id))
+    return name is not None and access.allows(name)

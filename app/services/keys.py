@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, Tenant, utcnow
+from app.db.models import ApiKey, Namespace, Tenant, utcnow
 from app.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -37,15 +37,34 @@ IMPLIED: dict[str, frozenset[str]] = {ADMIN: frozenset({WRITE, QUERY})}
 
 
 @dataclass(frozen=True)
+class TenantAccess:
+    """What a tenant key reaches: its tenant, and the names of the namespaces it may use (None:
+    all of them).
+
+    Every lookup of a namespace, and of a job by its namespace, takes one
+    (:mod:`app.services.namespaces`, :mod:`app.services.jobs`), so a namespace a key may not
+    use answers as a missing one, whichever door (HTTP, OpenAI, MCP) the request came through.
+    """
+
+    tenant_id: str
+    namespaces: frozenset[str] | None = None
+
+    def allows(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+
+@dataclass(frozen=True)
 class Caller:
-    """Who is calling: the key's id, its tenant (None for platform keys), its scopes, and the
-    per-minute quotas of the key and of its tenant (read with the key, in one query)."""
+    """Who is calling: the key's id, its tenant (None for platform keys), its scopes, the
+    namespaces it is limited to (None: all), and the per-minute quotas of the key and of its
+    tenant (read with the key, in one query)."""
 
     key_id: str
     tenant_id: str | None
     scopes: frozenset[str]
     key_quotas: Mapping[str, Any] = field(default_factory=dict)
     tenant_quotas: Mapping[str, Any] = field(default_factory=dict)
+    namespaces: frozenset[str] | None = None
 
     @property
     def is_platform(self) -> bool:
@@ -96,6 +115,44 @@ def normalise_scopes(scopes: Iterable[str], *, platform: bool) -> list[str]:
     return wanted
 
 
+def check_namespaces(
+    session: Session, *, tenant_id: str | None, scopes: Sequence[str], names: Iterable[str]
+) -> list[str]:
+    """Validate the namespaces a new key is limited to, and sort them.
+
+    Admin keys cannot be limited: they manage every namespace and could make an unlimited key
+    anyway. Names must be namespaces of the tenant now, so that a typo is an error rather than
+    a key that finds nothing (one deleted later stays listed, and a namespace created again
+    under its name is reachable again).
+
+    Raises:
+        InvalidRequestError: a platform or admin key, no name at all, or a name the tenant has
+            no namespace of.
+    """
+    wanted = sorted(set(names))
+    if tenant_id is None or ADMIN in scopes:
+        raise InvalidRequestError(
+            "only write and query keys can be limited to namespaces: platform and admin keys "
+            "manage all of them",
+            field="namespaces",
+        )
+    if not wanted:
+        raise InvalidRequestError(
+            "give at least one namespace, or leave namespaces out for all of them",
+            field="namespaces",
+        )
+    query = select(Namespace.name).where(
+        Namespace.tenant_id == tenant_id, Namespace.name.in_(wanted)
+    )
+    unknown = sorted(set(wanted) - set(session.scalars(query)))
+    if unknown:
+        raise InvalidRequestError(
+            f"no namespace named {', '.join(map(repr, unknown))} in this tenant",
+            field="namespaces",
+        )
+    return wanted
+
+
 def create_key(
     session: Session,
     *,
@@ -103,20 +160,33 @@ def create_key(
     name: str,
     scopes: Sequence[str],
     quotas: Mapping[str, int] | None = None,
+    namespaces: Iterable[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never retrievable again.
 
-    ``tenant_id=None`` makes a ``platform`` key. The caller commits.
+    ``tenant_id=None`` makes a ``platform`` key. ``namespaces`` limits a write or query key to
+    those of its tenant's namespaces (None: all). The caller commits.
+
+    Raises:
+        InvalidRequestError: bad scopes (:func:`normalise_scopes`) or namespaces
+            (:func:`check_namespaces`).
     """
+    checked_scopes = normalise_scopes(scopes, platform=tenant_id is None)
+    limited = (
+        None
+        if namespaces is None
+        else check_namespaces(session, tenant_id=tenant_id, scopes=checked_scopes, names=namespaces)
+    )
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(
         id=key_id,
         tenant_id=tenant_id,
         name=name,
-        scopes=normalise_scopes(scopes, platform=tenant_id is None),
+        scopes=checked_scopes,
         secret_hash=hash_secret(secret),
         quotas=dict(quotas or {}),
+        namespaces=limited,
     )
     session.add(row)
     session.flush()
@@ -182,6 +252,7 @@ def _caller(row: ApiKey, tenant_quotas: Mapping[str, Any] | None) -> Caller:
         scopes=frozenset(row.scopes),
         key_quotas=dict(row.quotas or {}),
         tenant_quotas=dict(tenant_quotas or {}),
+        namespaces=None if row.namespaces is None else frozenset(row.namespaces),
     )
 
 
@@ -256,8 +327,8 @@ def authorize_tenant_admin(caller: Caller, tenant_id: str) -> None:
         raise NotFoundError("tenant", tenant_id)
 
 
-def authorize_tenant_scope(caller: Caller, scope: str) -> str:
-    """Return the caller's tenant id if its key has ``scope`` there.
+def authorize_tenant_scope(caller: Caller, scope: str) -> TenantAccess:
+    """What the caller reaches in its tenant, if its key has ``scope`` there.
 
     Raises:
         PermissionDeniedError: a platform key (it belongs to no tenant) or a missing scope.
@@ -269,16 +340,16 @@ def authorize_tenant_scope(caller: Caller, scope: str) -> str:
         )
     if not caller.has(scope):
         raise PermissionDeniedError(f"this action needs the {scope!r} scope")
-    return caller.tenant_id
+    return TenantAccess(caller.tenant_id, caller.namespaces)
 
 
 def has_any_platform_key(session: Session) -> bool:
     return session.scalar(select(ApiKey.id).where(ApiKey.tenant_id.is_(None)).limit(1)) is not None
 
 
-def authorize_tenant_reader(caller: Caller) -> str:
-    """Return the caller's tenant id for reads any tenant scope may make (write or query;
-    admin implies both).
+def authorize_tenant_reader(caller: Caller) -> TenantAccess:
+    """What the caller reaches for reads any tenant scope may make (write or query; admin
+    implies both).
 
     Raises:
         PermissionDeniedError: a platform key, or a key with neither scope.

@@ -17,6 +17,7 @@ from app.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from app.services.keys import TenantAccess
 from retrieval.errors import StoreError
 from retrieval.stores.base import CollectionSpec, VectorStore
 
@@ -99,18 +100,24 @@ def create_namespace(
     return namespace
 
 
-def list_namespaces(session: Session, *, tenant_id: str) -> list[Namespace]:
-    query = select(Namespace).where(Namespace.tenant_id == tenant_id)
+def list_namespaces(session: Session, *, access: TenantAccess) -> list[Namespace]:
+    """The tenant's namespaces that ``access`` may use, by name."""
+    query = select(Namespace).where(Namespace.tenant_id == access.tenant_id)
+    if access.namespaces is not None:
+        query = query.where(Namespace.name.in_(sorted(access.namespaces)))
     return list(session.scalars(query.order_by(Namespace.name)))
 
 
-def get_namespace(session: Session, *, tenant_id: str, name: str) -> Namespace:
-    """The tenant's namespace called ``name``.
+def get_namespace(session: Session, *, access: TenantAccess, name: str) -> Namespace:
+    """The tenant's namespace called ``name``, if ``access`` may use it.
 
     Raises:
-        NotFoundError: none in this tenant (another tenant's namespace of that name included).
+        NotFoundError: none in this tenant (another tenant's namespace of that name included),
+            or one the key is not limited to: the same error, so a limited key cannot tell.
     """
-    query = select(Namespace).where(Namespace.tenant_id == tenant_id, Namespace.name == name)
+    if not access.allows(name):
+        raise NotFoundError("namespace", name)
+    query = select(Namespace).where(Namespace.tenant_id == access.tenant_id, Namespace.name == name)
     namespace = session.scalar(query)
     if namespace is None:
         raise NotFoundError("namespace", name)
@@ -136,7 +143,7 @@ def check_embedding_model(namespace: Namespace, model_id: str) -> None:
 def update_namespace(
     session: Session,
     *,
-    tenant_id: str,
+    access: TenantAccess,
     name: str,
     indexed_fields: dict[str, str] | None,
     routes: dict[str, Any] | None,
@@ -153,7 +160,7 @@ def update_namespace(
         InvalidRequestError: an existing field's type changed or a field was removed, or a new
             field's name cannot be indexed.
     """
-    namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+    namespace = get_namespace(session, access=access, name=name)
     if indexed_fields is not None:
         # Only new names: one indexed before this rule keeps working.
         check_field_names(
@@ -175,13 +182,15 @@ def update_namespace(
     return namespace
 
 
-def delete_namespace(session: Session, *, tenant_id: str, name: str, store: VectorStore) -> None:
+def delete_namespace(
+    session: Session, *, access: TenantAccess, name: str, store: VectorStore
+) -> None:
     """Delete a namespace with its documents and jobs, and drop its collection.
 
     Raises:
         NotFoundError: no such namespace for this tenant.
     """
-    namespace = get_namespace(session, tenant_id=tenant_id, name=name)
+    namespace = get_namespace(session, access=access, name=name)
     collection = namespace.collection
     session.delete(namespace)
     session.commit()

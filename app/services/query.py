@@ -28,6 +28,7 @@ from app.services.answers import (
     outage,
     unavailable_answer,
 )
+from app.services.keys import TenantAccess
 from app.services.limits import Quotas, RateLimits, Reservation
 from app.services.namespaces import check_embedding_model, get_namespace
 from app.services.routing import RouterFactory
@@ -188,7 +189,7 @@ def retrieve(
 def search_namespace(
     session: Session,
     *,
-    tenant_id: str,
+    access: TenantAccess,
     key_id: str,
     namespace_name: str,
     question: str,
@@ -201,14 +202,13 @@ def search_namespace(
     for clients that bring their own model. Counted as a request in the usage, with no tokens.
 
     Raises:
-        NotFoundError: no such namespace for this tenant.
+        NotFoundError: no such namespace for this tenant, or one ``access`` may not use.
         InvalidRequestError: the filter does not fit the namespace's indexed fields.
         StoreUnavailableError: the vector store failed.
     """
     started = time.perf_counter()
-    _, found = _prepare(
-        session, tenant_id, namespace_name, question, top_k, deps, filter, overrides
-    )
+    tenant_id = access.tenant_id
+    _, found = _prepare(session, access, namespace_name, question, top_k, deps, filter, overrides)
     _record(deps, tenant_id, key_id)
     _observe_stages(found.timings_ms)
     found.timings_ms["total"] = _ms_since(started)
@@ -218,7 +218,7 @@ def search_namespace(
 def answer_question(
     session: Session,
     *,
-    tenant_id: str,
+    access: TenantAccess,
     key_id: str,
     namespace_name: str,
     question: str,
@@ -242,12 +242,13 @@ def answer_question(
     ``degraded_reason`` and ``retry_after_s``.
 
     Raises:
-        NotFoundError: no such namespace for this tenant.
+        NotFoundError: no such namespace for this tenant, or one ``access`` may not use.
         InvalidRequestError: the filter does not fit the namespace's indexed fields.
         RateLimitedError: the token budget cannot cover the answer.
     """
     started = time.perf_counter()
-    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
+    tenant_id = access.tenant_id
+    namespace, expr = _resolve(session, access, namespace_name, filter, deps)
     slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route, options)
     try:
         found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
@@ -302,7 +303,7 @@ class StreamEnd:
 def stream_answer(
     session: Session,
     *,
-    tenant_id: str,
+    access: TenantAccess,
     key_id: str,
     namespace_name: str,
     question: str,
@@ -322,7 +323,8 @@ def stream_answer(
     A degraded answer (see :func:`answer_question`) comes whole, as one delta.
     """
     started = time.perf_counter()
-    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
+    tenant_id = access.tenant_id
+    namespace, expr = _resolve(session, access, namespace_name, filter, deps)
     slot = _open_slot(deps, namespace, question, filter, top_k, overrides, route, options)
     try:
         found = _retrieve(session, deps, namespace, question, top_k, expr, overrides)
@@ -452,7 +454,7 @@ def _result(
 
 def _prepare(
     session: Session,
-    tenant_id: str,
+    access: TenantAccess,
     namespace_name: str,
     question: str,
     top_k: int | None,
@@ -460,14 +462,14 @@ def _prepare(
     filter: Any,
     overrides: Mapping[str, Any] | None,
 ) -> tuple[Namespace, Retrieved]:
-    namespace, expr = _resolve(session, tenant_id, namespace_name, filter, deps)
+    namespace, expr = _resolve(session, access, namespace_name, filter, deps)
     return namespace, _retrieve(session, deps, namespace, question, top_k, expr, overrides)
 
 
 def _resolve(
-    session: Session, tenant_id: str, namespace_name: str, filter: Any, deps: QueryDeps
+    session: Session, access: TenantAccess, namespace_name: str, filter: Any, deps: QueryDeps
 ) -> tuple[Namespace, Expr | None]:
-    namespace = get_namespace(session, tenant_id=tenant_id, name=namespace_name)
+    namespace = get_namespace(session, access=access, name=namespace_name)
     # A question embedded by another model or runtime than the namespace's would be compared
     # with vectors it does not share a space with: refused, never answered with noise.
     check_embedding_model(namespace, deps.embedder.model_id)

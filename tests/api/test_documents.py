@@ -11,6 +11,7 @@ import pytest
 from app.db.session import make_engine, make_session_factory
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
+from app.services.keys import TenantAccess
 from ingestion.embedder import SentenceTransformerEmbedder
 from tests.api.conftest import assert_problem, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
@@ -294,7 +295,9 @@ def test_documents_left_pending_by_a_crash_are_indexed_at_the_next_start(
         tenant = make_tenant(api, "acme")
         make_namespace(api, tenant, "docs")
         with sessions() as session:
-            namespace = namespaces.get_namespace(session, tenant_id=tenant.id, name="docs")
+            namespace = namespaces.get_namespace(
+                session, access=TenantAccess(tenant.id), name="docs"
+            )
             # Recorded, never handed to a worker: what a crash right after commit leaves behind.
             crashed = documents.upload(
                 session,

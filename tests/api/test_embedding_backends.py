@@ -14,6 +14,7 @@ from app.errors import EmbeddingModelMismatchError
 from app.gateway.problems import problem_for
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
+from app.services.keys import TenantAccess
 from ingestion.embedder import SentenceTransformerEmbedder
 from ingestion.onnx_embedder import OnnxEmbedder
 from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
@@ -122,7 +123,7 @@ def test_a_namespace_indexed_by_torch_refuses_int8_vectors(
     # accepted, or workers of two settings) fails the document with the reason, and writes
     # nothing into the collection.
     with int8_api.platform.sessions() as session:
-        stored = namespaces.get_namespace(session, tenant_id=tenant.id, name="docs")
+        stored = namespaces.get_namespace(session, access=TenantAccess(tenant.id), name="docs")
         result = documents.upload(
             session,
             namespace=stored,

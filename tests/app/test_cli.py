@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.db.models import Namespace
 from app.db.session import make_engine, make_session_factory
 from app.errors import AuthenticationError
 from app.services import keys
@@ -52,6 +53,29 @@ def test_admin_commands_create_list_and_revoke_on_the_database(database: str) ->
     shoal("admin", "revoke-key", made["id"], "--json")
     with sessions() as session, pytest.raises(AuthenticationError):
         keys.authenticate(session, made["key"])
+
+
+def test_create_key_limits_a_key_to_namespaces(database: str) -> None:
+    tenant = shoal("admin", "create-tenant", "acme", "--json")
+    sessions = make_session_factory(make_engine(database))
+    with sessions() as session:  # the admin commands make no namespaces: the API does
+        session.add(
+            Namespace(
+                tenant_id=tenant["id"],
+                name="docs",
+                embedding_model="all-MiniLM-L6-v2",
+                embedding_dimension=384,
+            )
+        )
+        session.commit()
+    args = ["admin", "create-key", "--tenant", tenant["id"], "--scopes", "query"]
+    made = shoal(*args, "--namespaces", "docs", "--json")
+    assert made["namespaces"] == ["docs"]
+    with sessions() as session:
+        assert keys.authenticate(session, made["key"]).namespaces == frozenset({"docs"})
+    refused = runner.invoke(app, [*args, "--namespaces", "docs,wiki"])
+    assert refused.exit_code == 2
+    assert "'wiki'" in refused.output
 
 
 @pytest.mark.parametrize(
