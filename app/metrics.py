@@ -31,8 +31,17 @@ log = structlog.get_logger(__name__)
 
 REQUEST_SECONDS = Histogram(
     "shoal_http_request_duration_seconds",
-    "HTTP request latency by method, route template and status.",
-    ["method", "route", "status"],
+    "HTTP request latency by door (http: Shoal's own API, openai: /v1/openai, mcp: /mcp), "
+    "method, route template and status.",
+    ["door", "method", "route", "status"],
+)
+# The doors requests come in by, from their route template's prefix; any other is `http`.
+DOORS = (("/v1/openai", "openai"), ("/mcp", "mcp"))
+MCP_TOOL_CALLS = Counter(
+    "shoal_mcp_tool_calls_total",
+    "MCP tool calls by tool and outcome: `ok`, or the problem type's slug of the error "
+    "(`not-found`, `rate-limited`, ...) the tool answered with.",
+    ["tool", "outcome"],
 )
 STAGE_SECONDS = Histogram(
     "shoal_stage_duration_seconds",
@@ -216,6 +225,14 @@ def register_gpu_metrics() -> None:
         REGISTRY.register(_gpu_collector)
 
 
+def door_of(route: str) -> str:
+    """The door of a route template: ``openai``, ``mcp``, or ``http`` for the rest."""
+    for prefix, door in DOORS:
+        if route == prefix or route.startswith(prefix + "/"):
+            return door
+    return "http"
+
+
 def metrics_endpoint(_: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -245,13 +262,15 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
-            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
+            door = door_of(template)
+            REQUEST_SECONDS.labels(door, scope["method"], template, str(status)).observe(elapsed)
             # The access log: one line per request, with the ids the request id middleware
             # bound and those authentication left in the request's state (it runs in a worker
             # thread, whose context variables do not come back here). Never the key itself.
             state = scope.get("state", {})
             log.info(
                 "http_request",
+                door=door,
                 method=scope["method"],
                 route=template,
                 status=status,

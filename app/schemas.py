@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.errors import InvalidRequestError
+from app.services.documents import UploadItem
+from app.services.query import QueryResult, Retrieved
 from retrieval.config import Fusion, RoutesConfig, SearchMode
-from retrieval.generation.base import AbstainReason
+from retrieval.generation.base import AbstainReason, Citation, Passage
 
 Name = Annotated[
     str,
@@ -195,6 +200,35 @@ class DocumentIn(Strict):
         "version, which replaces the previous one once indexed.",
     )
 
+    def item(self, index: int) -> UploadItem:
+        """The upload item this document is, the ``index``-th of its request.
+
+        Raises:
+            InvalidRequestError: neither or both of text and content_base64, or bad base64.
+        """
+        if (self.text is None) == (self.content_base64 is None):
+            raise InvalidRequestError(
+                "give exactly one of text and content_base64", field=f"documents.{index}"
+            )
+        if self.text is not None:
+            data = self.text.encode()
+            declared = "text/plain" if self.filename is None else None
+        else:
+            try:
+                data = base64.b64decode(self.content_base64 or "", validate=True)
+            except binascii.Error as exc:
+                raise InvalidRequestError(
+                    "content_base64 is not valid base64", field=f"documents.{index}.content_base64"
+                ) from exc
+            declared = None
+        return UploadItem(
+            data=data,
+            filename=self.filename,
+            declared_type=declared,
+            metadata=self.metadata,
+            external_id=self.external_id,
+        )
+
 
 class DocumentsUpload(Strict):
     documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
@@ -314,12 +348,34 @@ class CitationPublic(BaseModel):
     section: str | None = None
     page: int | None = None
 
+    @classmethod
+    def of(cls, cited: Citation | Passage, payload: dict[str, Any]) -> Self:
+        """A chunk as clients see it: its text and score, and where it comes from (file,
+        position, title, section, page, from its ``payload``)."""
+        source = {
+            key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")
+        }
+        return cls(
+            document_id=cited.document_id,
+            chunk_id=cited.chunk_id,
+            text=cited.text,
+            score=cited.score,
+            **source,
+        )
+
 
 class SearchResults(BaseModel):
     """The passages a question retrieves, best first, with no answer generated."""
 
     passages: list[CitationPublic]
     timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, found: Retrieved) -> Self:
+        return cls(
+            passages=[CitationPublic.of(p, p.payload) for p in found.passages],
+            timings_ms=found.timings_ms,
+        )
 
 
 class RoutePublic(BaseModel):
@@ -355,6 +411,26 @@ class QueryAnswer(BaseModel):
     degraded_reason: str | None = Field(None, description="Why the answer is degraded.")
     usage: UsageTokens
     timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, result: QueryResult) -> Self:
+        answer = result.answer
+        payloads = {p.chunk_id: p.payload for p in result.passages}
+        return cls(
+            answer=answer.text,
+            answerable=answer.answerable,
+            abstain_reason=answer.abstain_reason,
+            citations=[
+                CitationPublic.of(c, payloads.get(c.chunk_id, {})) for c in answer.citations
+            ],
+            route=RoutePublic(name=result.route_name, reason=result.route_reason),
+            degraded=result.degraded,
+            degraded_reason=result.degraded_reason,
+            usage=UsageTokens(
+                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
+            ),
+            timings_ms=result.timings_ms,
+        )
 
 
 class _FaultCreate(Strict):

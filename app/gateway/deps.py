@@ -9,6 +9,7 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from app.errors import AuthenticationError, RateLimitedError
 from app.platform import Platform
@@ -74,16 +75,29 @@ def get_caller(
     session.commit()
     structlog.contextvars.bind_contextvars(key_id=caller.key_id, tenant_id=caller.tenant_id)
     request.state.key_id, request.state.tenant_id = caller.key_id, caller.tenant_id  # access log
-    quotas = caller_quotas(platform, caller)
-    if quotas is not None:
-        try:
-            decision = platform.limits.admit(quotas)
-        except RateLimitedError as exc:
-            request.state.rate_limit = exc.decision  # for RateLimitHeadersMiddleware
-            raise
-        if decision is not None:
-            request.state.rate_limit = decision
+    admit(platform, caller, request.state)
     return caller
+
+
+def admit(platform: Platform, caller: Caller, state: State) -> None:
+    """Count one request (an HTTP request, an MCP tool call) against the caller's key's and
+    tenant's request budgets; the budget's state goes into ``state`` for the ``RateLimit-*``
+    headers (:class:`app.gateway.limit_headers.RateLimitHeadersMiddleware`). Blocking (Redis).
+
+    Raises:
+        RateLimitedError: a requests-per-minute budget is spent (429).
+        LimiterUnavailableError: the shared limiter is down and limits fail closed (503).
+    """
+    quotas = caller_quotas(platform, caller)
+    if quotas is None:
+        return
+    try:
+        decision = platform.limits.admit(quotas)
+    except RateLimitedError as exc:
+        state.rate_limit = exc.decision
+        raise
+    if decision is not None:
+        state.rate_limit = decision
 
 
 def caller_quotas(platform: Platform, caller: Caller) -> Quotas | None:

@@ -8,7 +8,7 @@ bug: logged with its stack, answered with a bare 500 that reveals nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -187,41 +187,62 @@ def problem_response(
     )
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+@dataclass(frozen=True)
+class Problem:
+    """What a client is told of an error, whichever door it came through: the problem type,
+    the detail (never a driver's SQL nor the store's internals), the seconds after which a
+    retry may succeed, and extension members."""
+
+    type: ProblemType
+    detail: str
+    retry_after_s: int | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)  # Any: free-form JSON
+
+
+UNEXPECTED_DETAIL = "an unexpected error occurred; it has been logged"
+
+
+def describe(exc: Exception, *, where: str) -> Problem:
+    """The problem ``exc`` is to a client; an unmapped error (a bug) is logged with its stack
+    and told as a bare internal error. ``where`` (a path, a tool) goes to the logs."""
     problem = problem_for(exc)
     if problem is None:
-        return await _unexpected_error(request, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if problem is UNAUTHENTICATED else None
+        log.error("unhandled_error", exc_info=exc, path=where)
+        return Problem(INTERNAL, UNEXPECTED_DETAIL)
     extensions: dict[str, Any] = {}
     if isinstance(exc, InvalidRequestError) and exc.field:
         extensions["field"] = exc.field
     detail = str(exc)
+    retry_after_s = None
     if problem in _OUTAGES:
         retry_after_s = getattr(exc, "retry_after_s", None) or _DEFAULT_RETRY_AFTER_S
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    if isinstance(exc, RateLimitedError | LimiterUnavailableError):
+        retry_after_s = exc.retry_after_s
     if problem is DATABASE_UNAVAILABLE:
         # The driver's message carries the SQL and its parameters: log it, never send it.
-        log.warning("database_unavailable", error=str(exc), path=request.url.path)
+        log.warning("database_unavailable", error=str(exc), path=where)
         cause = getattr(exc, "orig", None) or exc
         detail = f"the database is unavailable ({type(cause).__name__}); retry shortly"
     if problem is STORE_REQUEST_REJECTED:
         # The store's message names internal collections: log it, never send it.
-        log.error("store_request_rejected", error=str(exc), path=request.url.path)
+        log.error("store_request_rejected", error=str(exc), path=where)
         detail = "the vector store refused a request the platform made; it has been logged"
-    if isinstance(exc, RateLimitedError | LimiterUnavailableError):
-        headers = _limit_headers(exc)
-    return problem_response(request, problem, detail, headers=headers, **extensions)
+    whole_s = None if retry_after_s is None else max(1, math.ceil(retry_after_s))
+    return Problem(problem, detail, whole_s, extensions)
 
 
-def _limit_headers(exc: RateLimitedError | LimiterUnavailableError) -> dict[str, str]:
-    """``Retry-After`` (whole seconds, rounded up) when waiting helps, and the budget's
-    ``RateLimit-*`` headers when a budget refused."""
-    headers: dict[str, str] = {}
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    if problem_for(exc) is None:
+        return await _unexpected_error(request, exc)
+    problem = describe(exc, where=request.url.path)
+    headers = {"WWW-Authenticate": "Bearer"} if problem.type is UNAUTHENTICATED else {}
+    if problem.retry_after_s is not None:
+        headers = {"Retry-After": str(problem.retry_after_s)}
     if isinstance(exc, RateLimitedError) and exc.decision is not None:
         headers.update(rate_limit_headers(exc.decision))
-    return headers
+    return problem_response(
+        request, problem.type, problem.detail, headers=headers, **problem.extensions
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -266,7 +287,7 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", exc_info=exc, path=request.url.path)
-    return problem_response(request, INTERNAL, "an unexpected error occurred; it has been logged")
+    return problem_response(request, INTERNAL, UNEXPECTED_DETAIL)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Annotated, Any
 
@@ -202,33 +200,7 @@ def _json_items(body: bytes) -> list[UploadItem]:
         upload = DocumentsUpload.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
-    items = []
-    for i, doc in enumerate(upload.documents):
-        if (doc.text is None) == (doc.content_base64 is None):
-            raise InvalidRequestError(
-                "give exactly one of text and content_base64", field=f"documents.{i}"
-            )
-        if doc.text is not None:
-            data = doc.text.encode()
-            declared = "text/plain" if doc.filename is None else None
-        else:
-            try:
-                data = base64.b64decode(doc.content_base64 or "", validate=True)
-            except binascii.Error as exc:
-                raise InvalidRequestError(
-                    "content_base64 is not valid base64", field=f"documents.{i}.content_base64"
-                ) from exc
-            declared = None
-        items.append(
-            UploadItem(
-                data=data,
-                filename=doc.filename,
-                declared_type=declared,
-                metadata=doc.metadata,
-                external_id=doc.external_id,
-            )
-        )
-    return items
+    return [doc.item(i) for i, doc in enumerate(upload.documents)]
 
 
 async def _multipart_items(request: Request, limit: int) -> list[UploadItem]:

@@ -51,7 +51,7 @@ from app.openai_schemas import (
     ModelPublic,
 )
 from app.platform import Platform
-from app.routers.query import closing, public_answer, retry_after_headers, route_headers
+from app.routers.query import closing, retry_after_headers, route_headers
 from app.schemas import QueryAnswer
 from app.services import namespaces
 from app.services.embeddings import embed_texts
@@ -208,7 +208,7 @@ def _chat(
     result = answer_question(session, **common)
     response.headers.update(route_headers(result.route_name, result.route_reason))
     response.headers.update(retry_after_headers(result.retry_after_s))
-    answer = public_answer(result)
+    answer = QueryAnswer.of(result)
     return ChatCompletion(
         id=chunks.id,
         created=chunks.created,
@@ -266,7 +266,7 @@ def _stream(
             if isinstance(event, Delta):
                 yield chunks.event(ChunkDelta(content=event.text))
             elif isinstance(event, StreamEnd):
-                answer = public_answer(event.result)
+                answer = QueryAnswer.of(event.result)
                 usage = _usage(answer)
                 last = None if include_usage else usage
                 yield chunks.event(FinalDelta(**_fields(answer)), finish=True, usage=last)

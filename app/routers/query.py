@@ -33,24 +33,20 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep, caller_quotas
 from app.platform import Platform
 from app.schemas import (
-    CitationPublic,
     QueryAnswer,
     QueryRequest,
-    RoutePublic,
     SearchQuery,
     SearchResults,
-    UsageTokens,
 )
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
 from app.services.query import (
-    QueryResult,
     StreamEnd,
     StreamStart,
     answer_question,
     search_namespace,
     stream_answer,
 )
-from retrieval.generation.base import Citation, Delta, GenerationOptions, Passage
+from retrieval.generation.base import Delta, GenerationOptions
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +109,7 @@ def _query(
     result = answer_question(session, **common)
     response.headers.update(route_headers(result.route_name, result.route_reason))
     response.headers.update(retry_after_headers(result.retry_after_s))
-    return public_answer(result)
+    return QueryAnswer.of(result)
 
 
 @router.post("/search")
@@ -137,10 +133,7 @@ def _search(
         filter=body.filter,
         overrides={"mode": body.mode, "rerank": body.rerank},
     )
-    return SearchResults(
-        passages=[public_citation(p, p.payload) for p in found.passages],
-        timings_ms=found.timings_ms,
-    )
+    return SearchResults.of(found)
 
 
 async def closing(events: Generator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
@@ -166,7 +159,7 @@ def _sse(
             if isinstance(event, Delta):
                 yield _event("token", {"text": event.text})
             elif isinstance(event, StreamEnd):
-                public = public_answer(event.result)
+                public = QueryAnswer.of(event.result)
                 citations = [c.model_dump() for c in public.citations]
                 yield _event("citations", {"citations": citations})
                 yield _event("done", public.model_dump(exclude={"citations"}))
@@ -189,34 +182,3 @@ def retry_after_headers(seconds: int | None) -> dict[str, str]:
 def route_headers(name: str, reason: str) -> dict[str, str]:
     # Header values must be Latin-1; reasons are ASCII by construction, but be safe.
     return {ROUTE_HEADER: name, ROUTE_REASON_HEADER: reason.encode("ascii", "replace").decode()}
-
-
-def public_answer(result: QueryResult) -> QueryAnswer:
-    answer = result.answer
-    payloads = {p.chunk_id: p.payload for p in result.passages}
-    return QueryAnswer(
-        answer=answer.text,
-        answerable=answer.answerable,
-        abstain_reason=answer.abstain_reason,
-        citations=[public_citation(c, payloads.get(c.chunk_id, {})) for c in answer.citations],
-        route=RoutePublic(name=result.route_name, reason=result.route_reason),
-        degraded=result.degraded,
-        degraded_reason=result.degraded_reason,
-        usage=UsageTokens(
-            prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
-        ),
-        timings_ms=result.timings_ms,
-    )
-
-
-def public_citation(cited: Citation | Passage, payload: dict[str, Any]) -> CitationPublic:
-    """A chunk as clients see it: its text and score, and where it comes from (file,
-    position, title, section, page, from its ``payload``)."""
-    source = {key: payload.get(key) for key in ("filename", "ordinal", "title", "section", "page")}
-    return CitationPublic(
-        document_id=cited.document_id,
-        chunk_id=cited.chunk_id,
-        text=cited.text,
-        score=cited.score,
-        **source,
-    )

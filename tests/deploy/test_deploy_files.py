@@ -59,6 +59,7 @@ DASHBOARD_FAMILIES = [
     "shoal_route_decisions_total",
     "shoal_gpu_utilization_ratio",
     "shoal_gpu_memory_used_bytes",
+    "shoal_mcp_tool_calls_total",
 ]
 
 
