@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from app.console import install_console
 from app.gateway.body_limit import BodyLimitMiddleware
@@ -14,6 +15,8 @@ from app.gateway.limit_headers import RateLimitHeadersMiddleware
 from app.gateway.openapi import openai_error_responses, problem_responses
 from app.gateway.problems import install_problem_handlers
 from app.gateway.request_id import RequestIdMiddleware
+from app.mcp.server import PATH as MCP_PATH
+from app.mcp.server import McpDoor
 from app.metrics import (
     MetricsMiddleware,
     metrics_endpoint,
@@ -33,6 +36,8 @@ from app.routers import (
 )
 from app.settings import Settings, get_settings
 
+VERSION = "0.1.0"  # as in pyproject.toml: the OpenAPI document and MCP serverInfo say it
+
 # Probes and scrapes: frequent, and nothing to learn from their traces.
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -44,6 +49,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     the app builds its own on start-up and closes them on shutdown.
     """
     settings = settings or get_settings()
+    mcp = McpDoor(settings, version=VERSION)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,14 +63,15 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         running.recover_pending()
         running.usage.start()
         try:
-            yield
+            async with mcp.serving(running):
+                yield
         finally:
             if owned:
                 running.close()
 
     app = FastAPI(
         title="Shoal",
-        version="0.1.0",
+        version=VERSION,
         summary="Multi-tenant RAG: upload documents, ask questions, get cited answers.",
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry: spans per request and per operation, exported over
@@ -91,4 +98,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         app.include_router(faults.router, responses=problem_responses())
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     install_console(app, settings)
+    # An ASGI app as the endpoint: the MCP SDK answers every method itself (POST; GET and
+    # DELETE with 405, as a stateless server). Documented in the README, not in OpenAPI.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp, include_in_schema=False))
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.errors import InvalidRequestError
 from app.services.documents import UploadItem
+from app.services.jobs import JobStatus
 from app.services.query import QueryResult, Retrieved
 from retrieval.config import Fusion, RoutesConfig, SearchMode
 from retrieval.generation.base import AbstainReason, Citation, Passage
@@ -286,6 +287,26 @@ class JobPublic(BaseModel):
     counts: dict[str, int]
     documents: list[JobDocumentPublic]
     created_at: dt.datetime
+
+    @classmethod
+    def of(cls, status: JobStatus) -> Self:
+        return cls(
+            id=status.job.id,
+            namespace_id=status.job.namespace_id,
+            state=status.state,
+            counts=status.counts,
+            documents=[
+                JobDocumentPublic(
+                    id=doc.id,
+                    state=doc.state.value,
+                    reason=doc.reason,
+                    duplicate=duplicate,
+                    filename=doc.filename,
+                )
+                for doc, duplicate in status.documents
+            ],
+            created_at=status.job.created_at,
+        )
 
 
 class SearchQuery(Strict):

@@ -186,6 +186,29 @@ class ConsoleConfig(BaseModel):
     )
 
 
+class McpConfig(BaseModel):
+    """The MCP door at ``/mcp`` (``SHOAL_MCP__...``): which ``Host`` and ``Origin`` headers it
+    answers. The MCP SDK's DNS-rebinding protection refuses any other Host with a ``421`` and
+    any other Origin with a ``403``, so that a web page cannot drive a server on a private
+    address through a rebound name."""
+
+    allowed_hosts: list[str] = Field(
+        ["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        description=(
+            "Host headers /mcp answers: `name` (no port) or `name:*` (any port), as JSON; "
+            'list your public names, e.g. `["shoal.example.com", "shoal.example.com:*"]`. '
+            '`["*"]` turns the check off, for a proxy in front that checks Host itself.'
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        description=(
+            "Origin headers /mcp accepts (browsers send one; other clients none, which always "
+            "passes): `scheme://name` or `scheme://name:*`, as JSON."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """Every setting a deployment can name; the README's settings table lists each one."""
 
@@ -326,6 +349,7 @@ class Settings(BaseSettings):
 
     cache: CacheConfig = CacheConfig()
     answers: AnswerCacheConfig = AnswerCacheConfig()
+    mcp: McpConfig = McpConfig()
 
     @field_validator("bootstrap_key")
     @classmethod

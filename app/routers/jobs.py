@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.db.models import DocumentState
 from app.gateway.deps import CallerDep, SessionDep
-from app.schemas import JobDocumentPublic, JobPublic
+from app.schemas import JobPublic
 from app.services import jobs
 from app.services.keys import WRITE, authorize_tenant_scope
 
@@ -28,20 +28,4 @@ def get_job(
     status = jobs.get_job(
         session, access=authorize_tenant_scope(caller, WRITE), job_id=job_id, state=state
     )
-    return JobPublic(
-        id=status.job.id,
-        namespace_id=status.job.namespace_id,
-        state=status.state,
-        counts=status.counts,
-        documents=[
-            JobDocumentPublic(
-                id=doc.id,
-                state=doc.state.value,
-                reason=doc.reason,
-                duplicate=duplicate,
-                filename=doc.filename,
-            )
-            for doc, duplicate in status.documents
-        ],
-        created_at=status.job.created_at,
-    )
+    return JobPublic.of(status)

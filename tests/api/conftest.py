@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import anyio
 import httpx
+import httpx2
 from fastapi.testclient import TestClient
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
+
+from tests.conftest import Served
 
 PROBLEM_JSON = "application/problem+json"
+T = TypeVar("T")
 
 
 class Response(Protocol):
@@ -129,3 +137,29 @@ def query_events(
             elif line.startswith("data:"):
                 events.append((str(name), json.loads(line.split(":", 1)[1])))
     return response, events
+
+
+def mcp_session(
+    served: Served, key: str, work: Callable[[Client], Awaitable[T]], *, mode: str = "auto"
+) -> T:
+    """Run ``work`` on the MCP SDK's own client, connected to ``served``'s ``/mcp`` over
+    Streamable HTTP with ``key`` as the Bearer token (``mode="legacy"``: the initialize
+    handshake of 2025 clients; ``"auto"``: the 2026-07-28 protocol, sessionless)."""
+
+    async def session() -> T:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=240) as http:
+            transport = streamable_http_client(served.url + "/mcp", http_client=http)
+            async with Client(transport, mode=mode) as client:
+                return await work(client)
+
+    return anyio.run(session)
+
+
+def call_tool(served: Served, key: str, tool: str, **arguments: Any) -> CallToolResult:
+    """One MCP tool call on its own connection, as an agent's first call is."""
+
+    async def work(client: Client) -> CallToolResult:
+        return await client.call_tool(tool, arguments)
+
+    return mcp_session(served, key, work)
