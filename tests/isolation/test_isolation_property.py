@@ -11,7 +11,11 @@ that
 - probing never changes the owner's resource (a foreign delete deletes nothing);
 - revoked keys get the 401 of a key that never existed;
 - what a tenant does see is exactly what it owns: listings equal the model, searches find every
-  indexed document of the namespace, so the checks above cannot pass on empty answers.
+  indexed document of the namespace, so the checks above cannot pass on empty answers;
+- the MCP door (``/mcp``, through the MCP SDK's own client) holds to all of the above: listings,
+  searches, answers, uploads and jobs drawn on either door, foreign resources probed through its
+  tools answer as missing ones, a revoked key is refused as one that never was;
+- a key limited to some namespaces finds the tenant's others as missing, on both doors.
 
 One server serves every example of a run, on a database of its own (a new SQLite file, a new
 Postgres database), with no clean-up between examples: tenants and namespace names are new in
@@ -45,8 +49,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from mcp_types import CallToolResult
 
-from tests.api.conftest import PROBLEM_JSON, Response, make_tenant
+from tests.api.conftest import PROBLEM_JSON, Response, call_tool, make_tenant
 from tests.conftest import Served, new_postgres_database, serve_shoal
 
 # Namespace names are drawn from a small pool so that tenants often share one (with a suffix
@@ -76,6 +81,7 @@ TOKEN = re.compile(
 # Differ between any two requests; the request id is the same in a probe pair (we send it).
 VOLATILE_HEADERS = frozenset({"content-length", "date"})
 TERMINAL = frozenset({"succeeded", "partial", "failed"})
+DOORS = ("http", "mcp")
 
 
 def new_marker() -> str:
@@ -95,6 +101,7 @@ class Key:
     token: str
     scope: str
     revoked: bool = False
+    namespaces: frozenset[str] | None = None  # None: all of the tenant's
 
 
 @dataclass
@@ -138,9 +145,13 @@ class Tenant:
     dead_jobs: list[str] = field(default_factory=list)
     idempotent: dict[str, IdempotentUpload] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)  # with a marker, ever uploaded
+    limited: list[Key] = field(default_factory=list)  # keys limited to some namespaces
 
     def live_keys(self, need: str = "read") -> list[Key]:
         return [k for k in self.keys if not k.revoked and allowed(k.scope, need)]
+
+    def every_key(self) -> list[Key]:
+        return [*self.keys, *self.limited]
 
     def docs(self) -> list[tuple[Namespace, Doc]]:
         return [(ns, d) for ns in self.namespaces.values() for d in ns.docs.values()]
@@ -228,6 +239,18 @@ class IsolationMachine(RuleBasedStateMachine):
         owner = self.registry.owner
         leaked = sorted({t for t in TOKEN.findall(text) if owner.get(t, tenant.id) != tenant.id})
         assert not leaked, f"tenant {tenant.id} sees {[(t, owner[t]) for t in leaked]}: {text}"
+
+    def mcp(self, tenant: Tenant, key: Key, tool: str, **arguments: Any) -> CallToolResult:
+        """A tool call through the MCP SDK's client, with the leak check."""
+        result = call_tool(self.api, key.token, tool, **arguments)
+        self.assert_no_leak(tenant, result.model_dump_json())
+        return result
+
+    def mcp_ok(self, tenant: Tenant, key: Key, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = self.mcp(tenant, key, tool, **arguments)
+        assert not result.is_error, (tool, arguments, result)
+        assert result.structured_content is not None
+        return dict(result.structured_content)
 
     def draw_key(self, data: st.DataObject, tenant: Tenant, need: str = "read") -> Key:
         return data.draw(st.sampled_from(tenant.live_keys(need)))
@@ -351,6 +374,17 @@ class IsolationMachine(RuleBasedStateMachine):
         request_id = {"X-Request-ID": f"revoked-{uuid.uuid4().hex}"}
         answers = [self.send(method, path, k, headers=request_id) for k in (key.token, never)]
         self.assert_same(answers[0], answers[1], [], [], 401)
+        # The MCP door: the SDK's 401, the same for both.
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+        call["params"] = {"name": "list_namespaces", "arguments": {}}
+        mcp_headers = {**request_id, "Accept": "application/json, text/event-stream"}
+        answers = [
+            self.api.client.post("/mcp", json=call, headers={**self.api.headers(k), **mcp_headers})
+            for k in (key.token, never)
+        ]
+        assert [a.status_code for a in answers] == [401, 401], answers[0].text
+        assert answers[0].text == answers[1].text
+        assert stable_headers(answers[0]) == stable_headers(answers[1])
         self.registry.checked["revoked"] += 1
 
     @rule(data=st.data())
@@ -361,11 +395,11 @@ class IsolationMachine(RuleBasedStateMachine):
         assert self.call(tenant, "GET", base, key).json()["id"] == tenant.id
         listed = self.call(tenant, "GET", f"{base}/keys", key).json()
         assert {(k["id"], k["revoked_at"] is not None) for k in listed} == {
-            (k.id, k.revoked) for k in tenant.keys
+            (k.id, k.revoked) for k in tenant.every_key()
         }
         assert {k["tenant_id"] for k in listed} == {tenant.id}
         usage = self.call(tenant, "GET", f"{base}/usage", key).json()
-        assert {u["key_id"] for u in usage} <= {k.id for k in tenant.keys}
+        assert {u["key_id"] for u in usage} <= {k.id for k in tenant.every_key()}
 
     # --- namespaces ---------------------------------------------------------------------------
 
@@ -399,10 +433,14 @@ class IsolationMachine(RuleBasedStateMachine):
             tenant.dead_jobs.append(job.id)
         tenant.idempotent = {k: v for k, v in tenant.idempotent.items() if v.namespace_id != ns.id}
 
-    @rule(data=st.data())
-    def list_namespaces(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), door=st.sampled_from(DOORS))
+    def list_namespaces(self, data: st.DataObject, door: str) -> None:
         tenant = self.draw_tenant(data)
-        listed = self.call(tenant, "GET", "/v1/namespaces", self.draw_key(data, tenant)).json()
+        key = self.draw_key(data, tenant)
+        if door == "mcp":
+            listed = self.mcp_ok(tenant, key, "list_namespaces")["namespaces"]
+        else:
+            listed = self.call(tenant, "GET", "/v1/namespaces", key).json()
         assert {(n["name"], n["id"]) for n in listed} == {
             (n.name, n.id) for n in tenant.namespaces.values()
         }
@@ -418,6 +456,7 @@ class IsolationMachine(RuleBasedStateMachine):
         fresh=st.integers(0, 2),
         shared=st.sets(st.sampled_from(SHARED), max_size=2),
         idempotency_key=st.none() | st.sampled_from(IDEMPOTENCY_KEYS),
+        door=st.sampled_from(DOORS),
     )
     def upload(
         self,
@@ -425,6 +464,7 @@ class IsolationMachine(RuleBasedStateMachine):
         fresh: int,
         shared: set[str],
         idempotency_key: str | None,
+        door: str = "http",
         tenant: Tenant | None = None,
         ns: Namespace | None = None,
     ) -> None:
@@ -439,6 +479,14 @@ class IsolationMachine(RuleBasedStateMachine):
         for marker, text in zip(markers, texts, strict=False):
             self.registry.add(marker, tenant.id)
             tenant.texts.append(text)
+        if door == "mcp" and idempotency_key is None:  # MCP has no Idempotency-Key
+            key = self.draw_key(data, tenant, "write")
+            documents = [{"text": t} for t in texts]
+            accepted = self.mcp_ok(
+                tenant, key, "add_documents", namespace=ns.name, documents=documents
+            )
+            self.record_upload(tenant, ns, texts, markers, accepted)
+            return
         self.send_upload(tenant, ns, texts, idempotency_key, markers, data)
 
     def send_upload(
@@ -471,6 +519,19 @@ class IsolationMachine(RuleBasedStateMachine):
             return
         assert "Idempotent-Replayed" not in response.headers
         accepted = response.json()
+        self.record_upload(tenant, ns, texts, markers, accepted)
+        if idempotency_key is not None:
+            tenant.idempotent[idempotency_key] = IdempotentUpload(ns.name, ns.id, texts, accepted)
+
+    def record_upload(
+        self,
+        tenant: Tenant,
+        ns: Namespace,
+        texts: list[str],
+        markers: list[str],
+        accepted: dict[str, Any],
+    ) -> None:
+        """Check an accepted upload's answer against the model, and add its job and documents."""
         assert accepted["job_id"] not in self.registry.owner, "a job id was handed out twice"
         by_text = {d.text: d for d in ns.docs.values()}
         job = Job(accepted["job_id"], ns.id, [])
@@ -489,8 +550,6 @@ class IsolationMachine(RuleBasedStateMachine):
                 ns.docs[answered["id"]] = Doc(answered["id"], text, marker_of.get(text))
             job.doc_ids.append(answered["id"])
         tenant.jobs[job.id] = job
-        if idempotency_key is not None:
-            tenant.idempotent[idempotency_key] = IdempotentUpload(ns.name, ns.id, texts, accepted)
 
     @precondition(lambda self: any(t.idempotent for t in self.tenants))
     @rule(data=st.data())
@@ -530,12 +589,15 @@ class IsolationMachine(RuleBasedStateMachine):
         assert page["total"] == len(ns.docs)
 
     @precondition(lambda self: any(t.jobs for t in self.tenants))
-    @rule(data=st.data())
-    def read_job(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), door=st.sampled_from(DOORS))
+    def read_job(self, data: st.DataObject, door: str) -> None:
         tenant = data.draw(st.sampled_from([t for t in self.tenants if t.jobs]))
         job = data.draw(st.sampled_from(list(tenant.jobs.values())))
-        got = self.call(tenant, "GET", f"/v1/jobs/{job.id}", self.draw_key(data, tenant, "write"))
-        self.assert_job(tenant, job, got.json())
+        key = self.draw_key(data, tenant, "write")
+        if door == "mcp":
+            self.assert_job(tenant, job, self.mcp_ok(tenant, key, "job_status", job_id=job.id))
+        else:
+            self.assert_job(tenant, job, self.call(tenant, "GET", f"/v1/jobs/{job.id}", key).json())
 
     def assert_job(self, tenant: Tenant, job: Job, got: dict[str, Any]) -> None:
         live = {d for ns in tenant.namespaces.values() for d in ns.docs}
@@ -573,11 +635,12 @@ class IsolationMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(pools).flatmap(st.sampled_from))
 
     @precondition(has_namespace)
-    @rule(data=st.data(), settle=st.booleans())
+    @rule(data=st.data(), settle=st.booleans(), door=st.sampled_from(DOORS))
     def search(
         self,
         data: st.DataObject,
         settle: bool,
+        door: str = "http",
         tenant: Tenant | None = None,
         ns: Namespace | None = None,
     ) -> None:
@@ -586,16 +649,22 @@ class IsolationMachine(RuleBasedStateMachine):
         if settle:
             self.settle(data, tenant, ns)
         question = self.draw_question(data, tenant, ns)
-        found = self.call(
-            tenant,
-            "POST",
-            f"/v1/namespaces/{ns.name}/search",
-            self.draw_key(data, tenant, "query"),
-            json={"question": question, "top_k": 50, "mode": "dense"},
-        ).json()["passages"]
+        key = self.draw_key(data, tenant, "query")
+        if door == "mcp":  # the namespace's own mode (hybrid): its candidates hold every doc
+            found = self.mcp_ok(tenant, key, "search", namespace=ns.name, query=question, top_k=50)[
+                "passages"
+            ]
+        else:
+            found = self.call(
+                tenant,
+                "POST",
+                f"/v1/namespaces/{ns.name}/search",
+                key,
+                json={"question": question, "top_k": 50, "mode": "dense"},
+            ).json()["passages"]
         self.assert_passages(tenant, ns, found)
         cited = {p["document_id"] for p in found}
-        # Dense search with top 50 returns every visible document of a small namespace.
+        # Top 50 returns every visible document of a small namespace.
         indexed = {d.id for d in ns.docs.values() if d.indexed}
         assert indexed <= cited, found
         assert indexed or not settle or not ns.docs, "settled, yet nothing is indexed"
@@ -606,23 +675,29 @@ class IsolationMachine(RuleBasedStateMachine):
         self.registry.checked["search hits"] += len(found)
 
     @precondition(has_namespace)
-    @rule(data=st.data(), stream=st.booleans(), settle=st.booleans())
-    def query(self, data: st.DataObject, stream: bool, settle: bool) -> None:
+    @rule(
+        data=st.data(), door=st.sampled_from(("http", "http-stream", "mcp")), settle=st.booleans()
+    )
+    def query(self, data: st.DataObject, door: str, settle: bool) -> None:
         tenant = self.draw_tenant(data, with_namespace=True)
         ns = self.draw_namespace(data, tenant)
         if settle:
             self.settle(data, tenant, ns)
         question = self.draw_question(data, tenant, ns)
-        response = self.call(
-            tenant,
-            "POST",
-            f"/v1/namespaces/{ns.name}/query",
-            self.draw_key(data, tenant, "query"),
-            json={"question": question, "stream": stream},
-        )
-        if stream:
-            return  # the leak check has read every event
-        answer = response.json()
+        key = self.draw_key(data, tenant, "query")
+        if door == "mcp":
+            answer = self.mcp_ok(tenant, key, "answer", namespace=ns.name, question=question)
+        else:
+            response = self.call(
+                tenant,
+                "POST",
+                f"/v1/namespaces/{ns.name}/query",
+                key,
+                json={"question": question, "stream": door == "http-stream"},
+            )
+            if door == "http-stream":
+                return  # the leak check has read every event
+            answer = response.json()
         self.assert_passages(tenant, ns, answer["citations"])
         asked = [d for d in ns.docs.values() if d.text == question and d.indexed]
         if asked:
@@ -763,7 +838,7 @@ class IsolationMachine(RuleBasedStateMachine):
         self.probe(asker, key, need, method, template, [victim.id], [str(uuid.uuid4())], body)
         admin = victim.live_keys("admin")[0]
         listed = self.call(victim, "GET", f"/v1/admin/tenants/{victim.id}/keys", admin).json()
-        assert {k["id"] for k in listed} == {k.id for k in victim.keys}, "keys changed"
+        assert {k["id"] for k in listed} == {k.id for k in victim.every_key()}, "keys changed"
 
     @rule(data=st.data())
     def probe_key(self, data: st.DataObject) -> None:
@@ -775,6 +850,146 @@ class IsolationMachine(RuleBasedStateMachine):
         self.probe(asker, key, "admin", "DELETE", "/v1/admin/keys/{0}", [target.id], missing)
         if not target.revoked:  # a foreign revoke revoked nothing
             self.call(victim, "GET", "/v1/namespaces", target)
+
+    # --- the MCP door: foreign resources through its tools answer as missing ones -----------
+
+    def mcp_probe(
+        self,
+        asker: Tenant,
+        key: Key,
+        need: str,
+        tool: str,
+        arguments: dict[str, Any],
+        foreign: list[str],
+        missing: list[str],
+    ) -> None:
+        """The tool called with ``foreign`` (``{0}`` in ``arguments``' strings) answers the
+        same tool error as with ``missing``."""
+
+        def filled(idents: list[str]) -> dict[str, Any]:
+            return {k: v.format(*idents) if isinstance(v, str) else v for k, v in arguments.items()}
+
+        answers = [call_tool(self.api, key.token, tool, **filled(i)) for i in (foreign, missing)]
+        status = 404 if allowed(key.scope, need) else 403
+        for answer in answers:
+            assert answer.is_error, answer
+            assert answer.structured_content is not None
+            assert answer.structured_content["status"] == status, answer
+        assert masked(answers[0].structured_content, foreign) == masked(
+            answers[1].structured_content, missing
+        )
+        texts = [[c.model_dump() for c in a.content] for a in answers]
+        assert masked(texts[0], foreign) == masked(texts[1], missing)
+        self.assert_no_leak(asker, answers[0].model_dump_json(), echoed=foreign)
+        self.registry.checked[f"mcp probe {status}"] += 1
+
+    @rule(
+        data=st.data(),
+        op=st.sampled_from(
+            [
+                ("query", "search", {"namespace": "{0}", "query": "otters"}),
+                ("query", "answer", {"namespace": "{0}", "question": "Who sleeps holding hands?"}),
+                ("write", "add_documents", {"namespace": "{0}", "documents": [{"text": "x"}]}),
+            ]
+        ),
+    )
+    def mcp_probe_namespace(self, data: st.DataObject, op: tuple[str, str, dict[str, Any]]) -> None:
+        need, tool, arguments = op
+        asker = self.draw_tenant(data)
+        victims = [
+            (t, ns) for t in self.others(asker) for ns in t.namespaces.values()
+            if ns.name not in asker.namespaces
+        ]  # fmt: skip
+        if not victims:
+            return
+        victim, ns = data.draw(st.sampled_from(victims))
+        key = data.draw(st.sampled_from(asker.live_keys()))
+        missing = [f"m{secrets.token_hex(6)}"]
+        self.mcp_probe(asker, key, need, tool, arguments, [ns.name], missing)
+        self.assert_intact(victim, ns, data)
+
+    @rule(data=st.data())
+    def mcp_probe_job(self, data: st.DataObject) -> None:
+        asker = self.draw_tenant(data)
+        candidates = [j for t in self.others(asker) for j in [*t.jobs, *t.dead_jobs]]
+        candidates += asker.dead_jobs
+        if not candidates:
+            return
+        job_id = data.draw(st.sampled_from(candidates))
+        key = data.draw(st.sampled_from(asker.live_keys()))
+        missing = [str(uuid.uuid4())]
+        self.mcp_probe(asker, key, "write", "job_status", {"job_id": "{0}"}, [job_id], missing)
+
+    # --- keys limited to some namespaces ------------------------------------------------------
+
+    @precondition(has_namespace)
+    @rule(data=st.data(), scope=st.sampled_from(["write", "query"]), door=st.sampled_from(DOORS))
+    def create_limited_key(self, data: st.DataObject, scope: str, door: str) -> None:
+        tenant = self.draw_tenant(data, with_namespace=True)
+        if len(tenant.namespaces) < 2:  # so that the key is kept out of one
+            other = next(n for n in NAMES if f"{n}-{self.suffix}" not in tenant.namespaces)
+            self.create_namespace(data, other, tenant=tenant)
+        names = sorted(tenant.namespaces)
+        chosen = data.draw(st.sets(st.sampled_from(names), min_size=1, max_size=len(names) - 1))
+        created = self.call(
+            tenant,
+            "POST",
+            f"/v1/admin/tenants/{tenant.id}/keys",
+            self.draw_key(data, tenant, "admin"),
+            201,
+            json={"name": "limited", "scopes": [scope], "namespaces": sorted(chosen)},
+        ).json()
+        assert created["namespaces"] == sorted(chosen)
+        self.registry.add(created["id"], tenant.id)
+        limited = Key(created["id"], created["key"], scope, namespaces=frozenset(chosen))
+        tenant.limited.append(limited)
+        self.limited_key_reaches_its_namespaces_only(data, door, tenant, limited)
+
+    @precondition(lambda self: any(t.limited for t in self.tenants))
+    @rule(data=st.data(), door=st.sampled_from(DOORS))
+    def limited_key_reaches_its_namespaces_only(
+        self,
+        data: st.DataObject,
+        door: str,
+        tenant: Tenant | None = None,
+        key: Key | None = None,
+    ) -> None:
+        """It lists only its namespaces (those still there), and each other one of its own
+        tenant, with its jobs, answers as a missing one, on either door."""
+        tenant = tenant or data.draw(st.sampled_from([t for t in self.tenants if t.limited]))
+        key = key or data.draw(st.sampled_from(tenant.limited))
+        assert key.namespaces is not None
+        if door == "mcp":
+            listed = self.mcp_ok(tenant, key, "list_namespaces")["namespaces"]
+        else:
+            listed = self.call(tenant, "GET", "/v1/namespaces", key).json()
+        assert {n["name"] for n in listed} == set(key.namespaces) & set(tenant.namespaces)
+        self.registry.checked["limited key lists"] += 1
+        hidden = [ns for name, ns in tenant.namespaces.items() if name not in key.namespaces]
+        if not hidden:
+            return
+        ns = data.draw(st.sampled_from(hidden))
+        missing = [f"m{secrets.token_hex(6)}"]
+        if door == "mcp" and key.scope == "query":
+            arguments: dict[str, Any] = {"namespace": "{0}", "query": "otters"}
+            self.mcp_probe(tenant, key, "query", "search", arguments, [ns.name], missing)
+        elif door == "mcp":
+            arguments = {"namespace": "{0}", "documents": [{"text": "x"}]}
+            self.mcp_probe(tenant, key, "write", "add_documents", arguments, [ns.name], missing)
+        else:
+            template = "/v1/namespaces/{0}/documents"
+            self.probe(tenant, key, "read", "GET", template, [ns.name], missing)
+        jobs = [j.id for j in tenant.jobs.values() if j.namespace_id == ns.id]
+        if key.scope == "write" and jobs:
+            job_id, no_job = data.draw(st.sampled_from(jobs)), [str(uuid.uuid4())]
+            if door == "mcp":
+                self.mcp_probe(
+                    tenant, key, "write", "job_status", {"job_id": "{0}"}, [job_id], no_job
+                )
+            else:
+                self.probe(tenant, key, "write", "GET", "/v1/jobs/{0}", [job_id], no_job)
+        self.registry.checked["limited key probes"] += 1
+        self.assert_intact(tenant, ns, data)
 
     @rule(path=st.sampled_from(["/metrics", "/healthz", "/readyz"]))
     def public_endpoints_name_no_tenant(self, path: str) -> None:
@@ -825,3 +1040,5 @@ def test_no_tenant_can_see_or_tell_apart_another_tenants_resources(served: Serve
     assert registry.checked["probe 404"], registry.checked
     assert registry.checked["probe 403"], registry.checked
     assert registry.checked["search hits"], registry.checked
+    assert registry.checked["mcp probe 404"], registry.checked
+    assert registry.checked["limited key lists"], registry.checked
