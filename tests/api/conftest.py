@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from tests.conftest import Served
+from tests.conftest import Api, Served
 
 PROBLEM_JSON = "application/problem+json"
 T = TypeVar("T")
@@ -163,3 +163,22 @@ def call_tool(served: Served, key: str, tool: str, **arguments: Any) -> CallTool
         return await client.call_tool(tool, arguments)
 
     return mcp_session(served, key, work)
+
+
+def mcp_in_process(api: Api, key: str, work: Callable[[Client], Awaitable[T]]) -> T:
+    """As :func:`mcp_session`, on the app in process (ASGI calls in the TestClient's event loop,
+    where the app's lifespan runs the MCP session manager; no socket)."""
+
+    async def session() -> T:
+        transport = httpx2.ASGITransport(app=api.client.app)
+        headers = {"Authorization": f"Bearer {key}"}
+        base = "http://127.0.0.1:8000"  # a Host the MCP door answers by default
+        http = httpx2.AsyncClient(transport=transport, base_url=base, headers=headers)
+        async with (
+            http,
+            Client(streamable_http_client(base + "/mcp", http_client=http)) as client,
+        ):
+            return await work(client)
+
+    assert api.client.portal is not None, "inside the TestClient's context"
+    return api.client.portal.call(session)

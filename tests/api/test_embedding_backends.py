@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mcp import Client
+from mcp_types import CallToolResult
 
 from app.db.models import Namespace
 from app.errors import EmbeddingModelMismatchError
@@ -17,7 +19,7 @@ from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
 from ingestion.embedder import SentenceTransformerEmbedder
 from ingestion.onnx_embedder import OnnxEmbedder
-from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
+from tests.api.conftest import make_namespace, make_tenant, mcp_in_process, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
 
 pytestmark = pytest.mark.slow
@@ -104,6 +106,29 @@ def test_a_namespace_indexed_by_torch_refuses_int8_vectors(
         problem = response.json()
         assert problem["type"].endswith("/problems/embedding-model-mismatch")
         assert "'all-MiniLM-L6-v2+onnx-int8'" in problem["detail"]
+
+    # The MCP door refuses alike: its tool errors carry the same problem.
+    async def add(client: Client) -> list[CallToolResult]:
+        return [
+            await client.call_tool("add_documents", {"namespace": "docs", "documents": [OTTERS]})
+        ]
+
+    async def ask(client: Client) -> list[CallToolResult]:
+        question = "Why do sea otters hold hands?"
+        return [
+            await client.call_tool("search", {"namespace": "docs", "query": question}),
+            await client.call_tool("answer", {"namespace": "docs", "question": question}),
+        ]
+
+    tool_errors = [
+        *mcp_in_process(int8_api, tenant.write_key, add),
+        *mcp_in_process(int8_api, tenant.query_key, ask),
+    ]
+    for tool_error in tool_errors:
+        assert tool_error.is_error, tool_error
+        assert tool_error.structured_content is not None
+        assert tool_error.structured_content["type"] == "/problems/embedding-model-mismatch"
+        assert "'all-MiniLM-L6-v2+onnx-int8'" in tool_error.structured_content["detail"]
 
     # The OpenAI door refuses alike (its embeddings too), in OpenAI's error shape.
     chat = {"model": "docs", "messages": [{"role": "user", "content": "Why do otters?"}]}
