@@ -61,8 +61,12 @@ def key_create(
     scopes: Annotated[list[str] | None, Form()] = None,
     requests_per_minute: Annotated[str, Form()] = "",
     tokens_per_minute: Annotated[str, Form()] = "",
+    namespaces: Annotated[str, Form()] = "",
 ) -> Response:
-    """Create a key (``KeyCreate``'s rules); the answer shows its secret, this once."""
+    """Create a key (``KeyCreate``'s rules); the answer shows its secret, this once.
+
+    ``namespaces``: a comma-separated list limits a write or query key to those namespaces;
+    empty, the key reaches all of the tenant's."""
     keys.authorize_tenant_admin(console.caller, tenant_id)
     tenants.get_tenant(db, tenant_id=tenant_id)
     form = {
@@ -70,13 +74,16 @@ def key_create(
         "scopes": scopes or [],
         "requests_per_minute": requests_per_minute,
         "tokens_per_minute": tokens_per_minute,
+        "namespaces": namespaces,
     }
+    limited = [name.strip() for name in namespaces.split(",") if name.strip()]
     try:
         body = KeyCreate.model_validate(
             {
                 "name": name.strip(),
                 "scopes": scopes or [],
                 "quotas": _quotas(requests_per_minute, tokens_per_minute),
+                "namespaces": limited or None,
             }
         )
         row, secret = keys.create_key(
@@ -85,6 +92,7 @@ def key_create(
             name=body.name,
             scopes=body.scopes,
             quotas=body.quotas.model_dump(exclude_none=True),
+            namespaces=body.namespaces,
         )
         db.commit()
     except (ValidationError, InvalidRequestError) as exc:

@@ -305,6 +305,33 @@ def test_forms_show_the_apis_validation_errors(browser: Browser, acme: Tenant) -
     assert page.headers["content-security-policy"] == CSP
 
 
+def test_a_key_made_in_the_console_can_be_limited_to_namespaces(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
+    make_namespace(api, acme, "docs")
+    make_namespace(api, acme, "hr")
+    browser.sign_in(acme.admin_key)
+    page = browser.post(
+        f"/console/tenants/{acme.id}/keys",
+        {"name": "docs-only", "scopes": ["query"], "namespaces": " docs , "},
+    )
+    assert page.status_code == 200, page.text
+    secret = texts(page.text, "#new-key")[0]
+    listed = api.client.get("/v1/namespaces", headers=api.headers(secret))
+    assert [n["name"] for n in listed.json()] == ["docs"]
+    hidden = api.client.post(
+        "/v1/namespaces/hr/search", json={"question": "pay"}, headers=api.headers(secret)
+    )
+    assert hidden.status_code == 404
+    # A name the tenant does not have is the API's 422, shown in the form.
+    page = browser.post(
+        f"/console/tenants/{acme.id}/keys",
+        {"name": "typo", "scopes": ["query"], "namespaces": "dcos"},
+    )
+    assert page.status_code == 422
+    assert texts(page.text, "[role=alert]")
+
+
 def test_the_console_stays_out_of_the_api_schema(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith("/console")]
