@@ -136,8 +136,13 @@ async def upload(
 ) -> Response:
     """Upload the form's files as one job, then follow the job's progress."""
     access = authorize_tenant_scope(console.caller, WRITE)
-    namespace = await run_in_threadpool(namespaces.get_namespace, db, access=access, name=name)
-    namespaces.check_embedding_model(namespace, platform.embedder.model_id)
+    namespace = await run_in_threadpool(
+        namespaces.get_namespace,
+        db,
+        access=access,
+        name=name,
+        embedded_by=platform.embedder.model_id,
+    )
     await run_in_threadpool(db.commit)  # no read transaction while the files are read
     form = await request.form()
     items = []

@@ -177,8 +177,9 @@ async def add_documents(
 
     def work(session: Session, caller: Caller, platform: Platform) -> UploadAccepted:
         access = authorize_tenant_scope(caller, WRITE)
-        found = namespaces.get_namespace(session, access=access, name=namespace)
-        namespaces.check_embedding_model(found, platform.embedder.model_id)  # as the upload route
+        found = namespaces.get_namespace(
+            session, access=access, name=namespace, embedded_by=platform.embedder.model_id
+        )
         session.commit()  # SQLite's write lock: not held while the items are checked
         result = upload(
             session,

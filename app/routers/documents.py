@@ -94,8 +94,13 @@ async def upload_documents(
     """Accept documents for indexing; answers at once with the job to follow."""
     access = authorize_tenant_scope(caller, WRITE)
     # Resolve the namespace before reading the body: a wrong name must not cost an upload.
-    namespace = await run_in_threadpool(namespaces.get_namespace, session, access=access, name=ns)
-    namespaces.check_embedding_model(namespace, platform.embedder.model_id)
+    namespace = await run_in_threadpool(
+        namespaces.get_namespace,
+        session,
+        access=access,
+        name=ns,
+        embedded_by=platform.embedder.model_id,
+    )
     # End the read transaction before the body streams in: on SQLite every transaction holds
     # the write lock (BEGIN IMMEDIATE), which indexing workers wait on meanwhile.
     await run_in_threadpool(session.commit)

@@ -15,7 +15,7 @@ from app.errors import InvalidRequestError
 from app.metrics import count_cache_lookups
 from app.services.keys import TenantAccess
 from app.services.limits import Quotas
-from app.services.namespaces import check_embedding_model, get_namespace
+from app.services.namespaces import get_namespace
 from app.services.query import QueryDeps
 from retrieval.cache import normalise_query
 from retrieval.cached_embedder import CachedEmbedder
@@ -62,9 +62,8 @@ def embed_texts(
         EmbeddingUnavailableError: the embedding model failed.
     """
     tenant_id = access.tenant_id
-    namespace = get_namespace(session, access=access, name=namespace_name)
     # Another model's (or runtime's) vectors would not be the ones its questions search with.
-    check_embedding_model(namespace, deps.embedder.model_id)
+    get_namespace(session, access=access, name=namespace_name, embedded_by=deps.embedder.model_id)
     # End the lookup's transaction before the model works (SQLite's write lock, as in queries).
     session.commit()
     embedder = deps.embedder

@@ -108,12 +108,18 @@ def list_namespaces(session: Session, *, access: TenantAccess) -> list[Namespace
     return list(session.scalars(query.order_by(Namespace.name)))
 
 
-def get_namespace(session: Session, *, access: TenantAccess, name: str) -> Namespace:
-    """The tenant's namespace called ``name``, if ``access`` may use it.
+def get_namespace(
+    session: Session, *, access: TenantAccess, name: str, embedded_by: str | None = None
+) -> Namespace:
+    """The tenant's namespace called ``name``, if ``access`` may use it; with ``embedded_by``
+    (the model id of the embedder about to write or search its vectors), only if its vectors
+    are that model's (:func:`check_embedding_model`): every door that embeds asks here.
 
     Raises:
         NotFoundError: none in this tenant (another tenant's namespace of that name included),
             or one the key is not limited to: the same error, so a limited key cannot tell.
+        EmbeddingModelMismatchError: the namespace was indexed by another model than
+            ``embedded_by``.
     """
     if not access.allows(name):
         raise NotFoundError("namespace", name)
@@ -121,6 +127,8 @@ def get_namespace(session: Session, *, access: TenantAccess, name: str) -> Names
     namespace = session.scalar(query)
     if namespace is None:
         raise NotFoundError("namespace", name)
+    if embedded_by is not None:
+        check_embedding_model(namespace, embedded_by)
     return namespace
 
 

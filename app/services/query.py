@@ -30,7 +30,7 @@ from app.services.answers import (
 )
 from app.services.keys import TenantAccess
 from app.services.limits import Quotas, RateLimits, Reservation
-from app.services.namespaces import check_embedding_model, get_namespace
+from app.services.namespaces import get_namespace
 from app.services.routing import RouterFactory
 from app.services.usage import UsageLedger
 from app.services.versions import visible_documents
@@ -469,10 +469,11 @@ def _prepare(
 def _resolve(
     session: Session, access: TenantAccess, namespace_name: str, filter: Any, deps: QueryDeps
 ) -> tuple[Namespace, Expr | None]:
-    namespace = get_namespace(session, access=access, name=namespace_name)
     # A question embedded by another model or runtime than the namespace's would be compared
     # with vectors it does not share a space with: refused, never answered with noise.
-    check_embedding_model(namespace, deps.embedder.model_id)
+    namespace = get_namespace(
+        session, access=access, name=namespace_name, embedded_by=deps.embedder.model_id
+    )
     expr = parse_query_filter(namespace, filter)
     # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE): end this
     # one before the model and the vector store work, so that concurrent queries, uploads and
