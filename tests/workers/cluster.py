@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from app.db.models import Document, DocumentState, Namespace
 from app.services import documents, tenants
 from app.services.documents import UploadItem
 from app.services.scheduling import enqueue_fairly
+from harness import servers
 from ingestion.config import EmbeddingConfig
 from tests.conftest import free_port
 from tests.services import PrivateRabbitMQ, PrivateRedis
@@ -178,24 +178,14 @@ class Cluster:
         serves its metrics (the model is loaded by then)."""
         port = free_port()
         log = self.data_dir / f"worker-{len(self.workers)}.log"
-        shoal = Path(sys.executable).with_name("shoal")
         env = self.env(SHOAL_WORKERS__METRICS_PORT=str(port), **overrides)
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(shoal), "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+        process = servers.start_shoal(["worker"], env, log)
         worker = Worker(process, port, log)
         self.workers.append(worker)
-
-        def serving() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"the worker exited:\n{self.tails()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).is_success
-            except httpx.TransportError:
-                return False
-
-        self.wait_until(serving, timeout_s=300, what="the worker to start")
+        try:
+            servers.wait_until_ready(f"http://127.0.0.1:{port}/metrics", process, log)
+        except servers.NotReadyError as exc:
+            pytest.fail(f"the worker did not start: {exc}\n{self.tails()}")
         return worker
 
     def make_namespace(self, tenant_name: str) -> Namespace:
