@@ -26,10 +26,13 @@ class ChunkingConfig(BaseModel):
 
 CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 128
-ONNX_BATCH_SIZE = 1
 
 EmbeddingBackend = Literal["auto", "torch", "onnx"]
 OnnxPrecision = Literal["fp32", "int8"]
+# ONNX Runtime: fp32 runs fastest at 8 texts a pass on two cores (bench/RESULTS.md). int8 runs
+# one text a pass: its activations are quantised with a scale taken per pass, so a text's vector
+# would otherwise depend on the texts beside it (and its batch-1 rate is within 6 % of its best).
+ONNX_BATCH_SIZE: dict[OnnxPrecision, int] = {"fp32": 8, "int8": 1}
 
 
 class EmbeddingConfig(BaseModel):
@@ -47,18 +50,19 @@ class EmbeddingConfig(BaseModel):
         "auto", description="`auto`: CUDA in half precision when present, else CPU."
     )
     backend: EmbeddingBackend = Field(
-        "torch",
+        "auto",
         description=(
             "`torch` (sentence-transformers), `onnx` (ONNX Runtime on the CPU, the model "
             "exported once under the data directory) or `auto`: torch on CUDA, ONNX on a CPU."
         ),
     )
     onnx_precision: OnnxPrecision = Field(
-        "int8",
+        "fp32",
         description=(
-            "Weights of the ONNX backend: `fp32` (the same vectors as torch) or `int8` "
-            "(dynamically quantised, about twice as fast on a CPU; its vectors differ slightly, "
-            "so its model id, its cache entries and its namespaces are its own)."
+            "Weights of the ONNX backend: `fp32` (the same vectors as torch, so the same "
+            "namespaces and cache entries) or `int8` (dynamically quantised, faster still on a "
+            "CPU; its vectors differ slightly, so its model id, its cache entries and its "
+            "namespaces are its own)."
         ),
     )
     batch_size: int | None = Field(
@@ -67,7 +71,8 @@ class EmbeddingConfig(BaseModel):
         le=1024,
         description=(
             "Chunks per forward pass. Unset: 8 for torch on a CPU (measured fastest for MiniLM "
-            "on two cores, bench/RESULTS.md), 128 on CUDA, 32 for ONNX Runtime."
+            "on two cores, bench/RESULTS.md), 128 on CUDA, 8 for ONNX Runtime in fp32 and 1 "
+            "in int8."
         ),
     )
     pipeline_batch: int = Field(

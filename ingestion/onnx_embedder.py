@@ -89,7 +89,7 @@ class OnnxEmbedder:
         self._tokenizer = counting_tokenizer(self._path)
         self._cache_dir = cache_dir
         self._model_id = onnx_model_id(config.model, config.onnx_precision)
-        self._batch_size = config.batch_size or ONNX_BATCH_SIZE
+        self._batch_size = config.batch_size or ONNX_BATCH_SIZE[config.onnx_precision]
         self._session: Any = None  # an onnxruntime.InferenceSession (untyped)
         self._input_names: tuple[str, ...] = ()
         self._load_lock = threading.Lock()
@@ -122,7 +122,7 @@ class OnnxEmbedder:
 
     @property
     def batch_size(self) -> int:
-        """Texts per forward pass: the setting, else :data:`ONNX_BATCH_SIZE`."""
+        """Texts per forward pass: the setting, else the precision's :data:`ONNX_BATCH_SIZE`."""
         return self._batch_size
 
     @property

@@ -43,7 +43,7 @@ from app.services import keys
 from app.settings import Settings
 from harness import servers
 from ingestion.config import EmbeddingConfig
-from ingestion.embedder import ModelEmbedder, SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder, SentenceTransformerEmbedder, make_embedder
 from ingestion.onnx_embedder import OnnxEmbedder
 from tests.llm import LlmRecorder
 
@@ -62,9 +62,19 @@ START_REDIS = "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save 
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    """The real bundled MiniLM, loaded once for the whole run."""
-    model = SentenceTransformerEmbedder(EmbeddingConfig())
+def embedder(onnx_cache: Path) -> ModelEmbedder:
+    """The real bundled MiniLM on the default runtime (ONNX Runtime fp32 on a CPU, torch on
+    CUDA: the vectors are the same), loaded once for the whole run. Torch on the CPU runs in
+    the servers the tests start (:func:`start_shoal`) and in the embedder's own tests."""
+    model = make_embedder(EmbeddingConfig(), cache_dir=onnx_cache)
+    model.warm_up()
+    return model
+
+
+@pytest.fixture(scope="session")
+def torch_embedder() -> SentenceTransformerEmbedder:
+    """The real bundled MiniLM on sentence-transformers (torch), loaded once for the run."""
+    model = SentenceTransformerEmbedder(EmbeddingConfig(backend="torch"))
     model.warm_up()
     return model
 
@@ -77,7 +87,7 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_int8(onnx_cache: Path) -> OnnxEmbedder:
-    """The bundled MiniLM on ONNX Runtime in int8, the CPU default, loaded once."""
+    """The bundled MiniLM on ONNX Runtime in int8 (its own model id), loaded once."""
     config = EmbeddingConfig(backend="onnx", onnx_precision="int8")
     model = OnnxEmbedder(config, cache_dir=onnx_cache)
     model.warm_up()
@@ -177,15 +187,13 @@ def start_api(settings: Settings, embedder: ModelEmbedder) -> Iterator[Api]:
 
 
 @pytest.fixture
-def api(tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder) -> Iterator[Api]:
+def api(tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder) -> Iterator[Api]:
     """The app on SQLite and Qdrant Edge under a temporary data dir."""
     yield from start_api(make_settings(tmp_path, sqlite_url), embedder)
 
 
 @pytest.fixture
-def api_any_db(
-    tmp_path: Path, database_url: str, embedder: SentenceTransformerEmbedder
-) -> Iterator[Api]:
+def api_any_db(tmp_path: Path, database_url: str, embedder: ModelEmbedder) -> Iterator[Api]:
     """The app on SQLite, then on Postgres."""
     yield from start_api(make_settings(tmp_path, database_url), embedder)
 

@@ -12,7 +12,7 @@ from app.db.session import make_engine, make_session_factory
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from tests.api.conftest import assert_problem, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
 
@@ -287,7 +287,7 @@ def test_another_tenants_documents_and_jobs_are_the_same_404_as_missing_ones(
 
 
 def test_documents_left_pending_by_a_crash_are_indexed_at_the_next_start(
-    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder
+    tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder
 ) -> None:
     settings = make_settings(tmp_path, sqlite_url)
     sessions = make_session_factory(make_engine(sqlite_url))

@@ -17,7 +17,7 @@ from app.gateway.problems import problem_for
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from ingestion.onnx_embedder import OnnxEmbedder
 from tests.api.conftest import make_namespace, make_tenant, mcp_in_process, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
@@ -36,7 +36,7 @@ LANTERNFISH = {
 
 @pytest.fixture
 def int8_api(tmp_path: Path, sqlite_url: str, onnx_int8: OnnxEmbedder) -> Iterator[Api]:
-    """The app on the CPU default: the model on ONNX Runtime in int8."""
+    """The app with the model on ONNX Runtime in int8 (``SHOAL_EMBEDDING__ONNX_PRECISION``)."""
     yield from start_api(make_settings(tmp_path, sqlite_url), onnx_int8)
 
 
@@ -61,7 +61,7 @@ def test_the_int8_backend_indexes_and_answers_through_the_platform(int8_api: Api
 
 
 def test_a_namespace_indexed_by_torch_refuses_int8_vectors(
-    int8_api: Api, embedder: SentenceTransformerEmbedder
+    int8_api: Api, embedder: ModelEmbedder
 ) -> None:
     tenant = make_tenant(int8_api, "acme")
     with int8_api.platform.sessions() as session:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.db.models import Document
 from app.services.indexing import prepare_chunks
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.config import CacheConfig
 from tests.api.conftest import Tenant, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, RedisScratch, start_api
@@ -57,7 +57,7 @@ def cache_backend(request: pytest.FixtureRequest) -> RedisScratch | None:
 def cached_api(
     tmp_path: Path,
     sqlite_url: str,
-    embedder: SentenceTransformerEmbedder,
+    embedder: ModelEmbedder,
     cache_backend: RedisScratch | None,
 ) -> Iterator[Api]:
     if cache_backend is None:

@@ -20,7 +20,7 @@ import numpy as np
 import openai
 import pytest
 
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.cache import normalise_query
 from tests.api.conftest import Tenant, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Served, serve_shoal
@@ -243,7 +243,7 @@ def test_models_are_the_tenants_namespaces(served: Served, acme: Tenant) -> None
 
 
 def test_embeddings_in_both_formats_are_the_models_vectors(
-    served: Served, acme: Tenant, embedder: SentenceTransformerEmbedder
+    served: Served, acme: Tenant, embedder: ModelEmbedder
 ) -> None:
     texts = ["Sea otters  sleep in rafts.", "Mount Etna erupts often."]
     door = client(served, acme.query_key)

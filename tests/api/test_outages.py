@@ -24,7 +24,7 @@ import redis
 
 from app.db.migrate import upgrade
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from tests.api.conftest import (
     Tenant,
     assert_problem,
@@ -79,7 +79,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def redis_api(
-    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder, private_redis
+    tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder, private_redis
 ) -> Iterator[Api]:
     settings = Settings(
         data_dir=tmp_path, database_url=sqlite_url, redis_url=private_redis.url, enable_faults=True
@@ -215,7 +215,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture
 def postgres_api(
-    tmp_path: Path, embedder: SentenceTransformerEmbedder, private_postgres: PrivatePostgres
+    tmp_path: Path, embedder: ModelEmbedder, private_postgres: PrivatePostgres
 ) -> Iterator[Api]:
     upgrade(private_postgres.url)
     settings = Settings(data_dir=tmp_path, database_url=private_postgres.url)

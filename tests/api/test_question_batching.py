@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api
 
@@ -36,7 +36,7 @@ class HeldModel:
     """The real model; records each encode call's texts. While ``hold`` is set, the first
     call that encodes a question waits until the test releases it."""
 
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+    def __init__(self, inner: ModelEmbedder) -> None:
         self.inner = inner
         self.calls: list[list[str]] = []
         self.hold = False
@@ -70,7 +70,7 @@ class HeldModel:
 
 
 @pytest.fixture
-def held(embedder: SentenceTransformerEmbedder) -> HeldModel:
+def held(embedder: ModelEmbedder) -> HeldModel:
     return HeldModel(embedder)
 
 

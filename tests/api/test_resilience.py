@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from tests.api.conftest import (
     Tenant,
     assert_problem,
@@ -53,9 +53,7 @@ def drill_settings(tmp_path: Path, sqlite_url: str, **changes: Any) -> Settings:
 
 
 @pytest.fixture
-def drill_api(
-    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder
-) -> Iterator[Api]:
+def drill_api(tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder) -> Iterator[Api]:
     yield from start_api(drill_settings(tmp_path, sqlite_url), embedder)
 
 
@@ -327,9 +325,7 @@ def test_a_broker_fault_keeps_the_upload_and_its_documents_are_sent_later(
 
 
 @pytest.fixture
-def dead_llm_api(
-    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder
-) -> Iterator[Api]:
+def dead_llm_api(tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder) -> Iterator[Api]:
     dead = {
         "backend": "openai",
         "endpoints": [{"url": f"http://127.0.0.1:{free_port()}/v1", "model": "gone"}],

@@ -29,7 +29,7 @@ from qdrant_client import QdrantClient
 
 from app.services import namespaces
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.stores import ServerStore
 from tests.api.conftest import Tenant, assert_problem, make_namespace, make_tenant, upload
 from tests.api.conftest import wait_for_job as wait_for_job_in_process
@@ -136,7 +136,7 @@ def refused_url() -> str:
 
 @pytest.fixture
 def refusing_api(
-    tmp_path: Path, sqlite_url: str, embedder: SentenceTransformerEmbedder, refused_url: str
+    tmp_path: Path, sqlite_url: str, embedder: ModelEmbedder, refused_url: str
 ) -> Iterator[Api]:
     yield from start_api(settings_for(tmp_path, sqlite_url, refused_url), embedder)
 
@@ -225,7 +225,7 @@ def stalled() -> Iterator[StalledQdrant]:
 def stalled_api(
     tmp_path: Path,
     sqlite_url: str,
-    embedder: SentenceTransformerEmbedder,
+    embedder: ModelEmbedder,
     stalled: StalledQdrant,
 ) -> Iterator[Api]:
     url = f"http://127.0.0.1:{stalled.port}"

@@ -12,7 +12,7 @@ from app.db.models import Document, DocumentState, Job, Namespace
 from app.services import documents, indexing, tenants
 from app.services.documents import UploadItem
 from ingestion.config import ChunkingConfig, IngestionConfig
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.stores import EdgeStore
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ TEXT = b"Lanternfish migrate to the surface of the ocean every night to feed."
 
 @pytest.fixture
 def deps(
-    session_factory, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    session_factory, tmp_path: Path, embedder: ModelEmbedder
 ) -> Iterator[indexing.IndexingDeps]:
     store = EdgeStore(tmp_path / "qdrant")
     yield indexing.IndexingDeps(
@@ -38,7 +38,7 @@ def deps(
 
 
 @pytest.fixture
-def namespace(session_factory, embedder: SentenceTransformerEmbedder) -> Namespace:
+def namespace(session_factory, embedder: ModelEmbedder) -> Namespace:
     with session_factory() as session:
         tenant = tenants.create_tenant(session, name="acme", quotas={})
         namespace = Namespace(

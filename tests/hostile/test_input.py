@@ -17,7 +17,7 @@ import pytest
 
 from app.db.migrate import upgrade
 from app.settings import Settings
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.generation.prompt import SYSTEM_PROMPT, shown_text
 from tests.api.conftest import (
     Response,
@@ -72,7 +72,7 @@ def assert_not_5xx_problem(response: Response) -> dict[str, Any]:
 
 
 @pytest.fixture
-def small_api(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Api]:
+def small_api(tmp_path: Path, embedder: ModelEmbedder) -> Iterator[Api]:
     """The app with ``SHOAL_MAX_UPLOAD_MB=1``, everything (database included) in ``data``."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -546,7 +546,7 @@ ORDERS = (
 def llm_api(
     tmp_path: Path,
     sqlite_url: str,
-    embedder: SentenceTransformerEmbedder,
+    embedder: ModelEmbedder,
     llama_recorder: LlmRecorder,
 ) -> Iterator[Api]:
     """The app with llama.cpp's server on SmolLM2 (recorded) as generator ``llama``."""

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from ingestion.batching import BatchingEmbedder
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ DOCUMENTS = [
 class CountingEmbedder:
     """The real model, counting the encode calls (forward passes) it is asked for."""
 
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+    def __init__(self, inner: ModelEmbedder) -> None:
         self.inner = inner
         self.batches: list[int] = []
         self._lock = threading.Lock()
@@ -53,7 +53,7 @@ class CountingEmbedder:
 
 
 @pytest.fixture
-def counting(embedder: SentenceTransformerEmbedder) -> CountingEmbedder:
+def counting(embedder: ModelEmbedder) -> CountingEmbedder:
     return CountingEmbedder(embedder)
 
 
@@ -83,7 +83,7 @@ def encode_together(
 
 
 def test_concurrent_documents_share_forward_passes_and_get_their_own_vectors(
-    batching: BatchingEmbedder, counting: CountingEmbedder, embedder: SentenceTransformerEmbedder
+    batching: BatchingEmbedder, counting: CountingEmbedder, embedder: ModelEmbedder
 ) -> None:
     results = encode_together(batching, DOCUMENTS)
     for texts, vectors in zip(DOCUMENTS, results, strict=True):
@@ -107,7 +107,7 @@ def test_a_batch_never_grows_past_max_batch_plus_one_request(counting: CountingE
 
 
 def test_one_overlong_text_fails_its_own_request_only(
-    batching: BatchingEmbedder, embedder: SentenceTransformerEmbedder
+    batching: BatchingEmbedder, embedder: ModelEmbedder
 ) -> None:
     overlong = "word " * 400  # 402 tokens: MiniLM reads 256
     requests = [["a fine sentence"], [overlong], ["another fine sentence", "and one more"]]
@@ -120,7 +120,7 @@ def test_one_overlong_text_fails_its_own_request_only(
 
 
 def test_closing_serves_what_was_queued_and_a_later_call_starts_again(
-    batching: BatchingEmbedder, embedder: SentenceTransformerEmbedder
+    batching: BatchingEmbedder, embedder: ModelEmbedder
 ) -> None:
     assert batching.encode(["before closing"]).shape == (1, 384)
     batching.close()

@@ -99,58 +99,61 @@ def test_warm_up_loads_the_model_and_encodes_once() -> None:
 
 @pytest.mark.slow
 def test_vectors_are_unit_length_float32_rows_in_input_order(
-    embedder: SentenceTransformerEmbedder,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
-    vectors = embedder.encode(SENTENCES)
+    vectors = torch_embedder.encode(SENTENCES)
     assert vectors.shape == (len(SENTENCES), 384)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    one_by_one = np.vstack([embedder.encode([s]) for s in SENTENCES])
+    one_by_one = np.vstack([torch_embedder.encode([s]) for s in SENTENCES])
     np.testing.assert_allclose(vectors, one_by_one, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_a_paraphrase_scores_higher_than_an_unrelated_sentence(
-    embedder: SentenceTransformerEmbedder,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
-    cat, revenue, kitten, _, _, _ = embedder.encode(SENTENCES)
+    cat, revenue, kitten, _, _, _ = torch_embedder.encode(SENTENCES)
     assert float(cat @ kitten) > float(cat @ revenue) + 0.2
 
 
 @pytest.mark.slow
-def test_the_token_count_is_the_loaded_models_own(embedder: SentenceTransformerEmbedder) -> None:
-    model = embedder._load()  # the real SentenceTransformer, to compare its tokenizer with ours
+def test_the_token_count_is_the_loaded_models_own(
+    torch_embedder: SentenceTransformerEmbedder,
+) -> None:
+    # The real SentenceTransformer, to compare its tokenizer with ours.
+    model = torch_embedder._load()
     for text in [*SENTENCES, "Ünïcödé, CJK \u4f60\u597d, emoji \U0001f600, and code: x[i] += 1"]:
-        assert embedder.count_tokens(text) == len(model.tokenize([text])["input_ids"][0])
+        assert torch_embedder.count_tokens(text) == len(model.tokenize([text])["input_ids"][0])
 
 
 @pytest.mark.slow
 def test_text_at_the_limit_is_embedded_and_longer_text_is_refused(
-    embedder: SentenceTransformerEmbedder,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
     at_limit = "word " * 254
-    assert embedder.count_tokens(at_limit) == 256
-    assert embedder.encode([at_limit]).shape == (1, 384)
+    assert torch_embedder.count_tokens(at_limit) == 256
+    assert torch_embedder.encode([at_limit]).shape == (1, 384)
     with pytest.raises(ValueError, match="257 tokens"):
-        embedder.encode(["short", at_limit + "word"])
+        torch_embedder.encode(["short", at_limit + "word"])
 
 
 @pytest.mark.slow
 def test_the_batch_size_does_not_change_the_vectors(
-    embedder: SentenceTransformerEmbedder,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
     small_batches = SentenceTransformerEmbedder(EmbeddingConfig(batch_size=2))
     np.testing.assert_allclose(
-        small_batches.encode(SENTENCES), embedder.encode(SENTENCES), atol=1e-5
+        small_batches.encode(SENTENCES), torch_embedder.encode(SENTENCES), atol=1e-5
     )
 
 
 @pytest.mark.slow
 def test_threads_encoding_at_once_get_the_same_vectors(
-    embedder: SentenceTransformerEmbedder,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
-    expected = embedder.encode(SENTENCES)
+    expected = torch_embedder.encode(SENTENCES)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: embedder.encode(SENTENCES), range(8)))
+        results = list(pool.map(lambda _: torch_embedder.encode(SENTENCES), range(8)))
     for vectors in results:
         np.testing.assert_allclose(vectors, expected, atol=1e-5)

@@ -60,9 +60,9 @@ def scifact_chunks(minilm_tokenizer: SentenceTransformerEmbedder) -> list[str]:
 
 @pytest.fixture(scope="module")
 def torch_vectors(
-    embedder: SentenceTransformerEmbedder, scifact_chunks: list[str]
+    torch_embedder: SentenceTransformerEmbedder, scifact_chunks: list[str]
 ) -> npt.NDArray[np.float32]:
-    return embedder.encode(scifact_chunks)
+    return torch_embedder.encode(scifact_chunks)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +106,18 @@ def test_int8_vectors_stay_within_the_measured_bound_of_torchs(
 def test_a_texts_vector_does_not_depend_on_its_neighbours(
     precision: str, onnx_fp32: OnnxEmbedder, onnx_int8: OnnxEmbedder, scifact_chunks: list[str]
 ) -> None:
-    # int8 quantises activations with one scale per batch: run one text at a time (the
-    # default), a question's vector and the same text's chunk vector are identical.
+    # int8 quantises activations with one scale per batch: run one text at a time (its
+    # default), a question's vector and the same text's chunk vector are identical. fp32 runs
+    # 8 texts a pass; padding moves its vectors by float rounding only, as torch's batches do.
     model = onnx_fp32 if precision == "fp32" else onnx_int8
     texts = [*scifact_chunks[:5], "The cat sat on the mat.", ""]
     together = model.encode(texts)
     alone = np.vstack([model.encode([text]) for text in texts])
-    np.testing.assert_array_equal(together, alone)
+    if precision == "int8":
+        np.testing.assert_array_equal(together, alone)
+    else:
+        assert model.batch_size > 1
+        np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
 
@@ -131,13 +136,13 @@ def test_limits_and_token_counts_are_torchs(
 
 @pytest.mark.slow
 def test_a_text_over_the_limit_is_refused_as_torch_refuses_it(
-    onnx_int8: OnnxEmbedder, embedder: SentenceTransformerEmbedder
+    onnx_int8: OnnxEmbedder, torch_embedder: SentenceTransformerEmbedder
 ) -> None:
     at_limit = "word " * 254  # 254 word pieces + [CLS] + [SEP]
     over = at_limit + "word"
     assert onnx_int8.count_tokens(at_limit) == 256
     assert onnx_int8.encode([at_limit]).shape == (1, 384)
-    for model in (onnx_int8, embedder):
+    for model in (onnx_int8, torch_embedder):
         with pytest.raises(ValueError, match=r"^text 1 has 257 tokens; .* reads at most 256"):
             model.encode(["short", over])
 

@@ -23,7 +23,7 @@ from app.db.models import Document, DocumentState, Namespace
 from app.services.documents import UploadItem
 from app.services.faults import REFRESH_S, Fault, RedisFaults, new_fault
 from app.settings import Settings, WorkerConfig
-from ingestion.embedder import SentenceTransformerEmbedder
+from ingestion.embedder import ModelEmbedder
 from retrieval.config import CacheConfig
 from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, start_api
@@ -166,9 +166,7 @@ def test_the_reaper_sends_again_documents_whose_messages_the_broker_lost(
 
 
 @pytest.fixture
-def api(
-    deployment: Deployment, tmp_path: Path, embedder: SentenceTransformerEmbedder
-) -> Iterator[Api]:
+def api(deployment: Deployment, tmp_path: Path, embedder: ModelEmbedder) -> Iterator[Api]:
     """The app in process, publishing to the deployment's broker and queue."""
     settings = Settings(
         data_dir=tmp_path,
