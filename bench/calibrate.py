@@ -37,6 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import numpy.typing as npt
 
+from app.services import evaluation
 from bench.abstention import SCIFACT, Protocol, open_protocol
 from bench.ingest import describe_machine
 from retrieval.generation.evidence import Evidence, GateModel
@@ -47,8 +48,9 @@ FLOOR_MARGIN = 0.05
 
 
 def fits(query_id: str, position: int) -> bool:
-    """The fixed split: even query ids fit, odd ones report (position parity for other ids)."""
-    return (int(query_id) if query_id.isdigit() else position) % 2 == 0
+    """The project's fixed split (:func:`app.services.evaluation.half`, which ``shoal eval``
+    reports by too): even query ids fit, odd ones report (position parity for other ids)."""
+    return evaluation.half(query_id, position) == "fit"
 
 
 def fit_logistic(
