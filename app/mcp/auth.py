@@ -5,6 +5,7 @@ a revoked key is refused on its next call."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import anyio.to_thread
@@ -12,6 +13,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from pydantic import ConfigDict
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from app.errors import AuthenticationError
@@ -29,15 +31,42 @@ class CallerToken(AccessToken):
     caller: Caller
 
 
+# The request's key, verified before the SDK's app runs (:meth:`KeyVerifier.verify_request`),
+# for the SDK's bearer middleware to take up: set and read within one request's task.
+_VERIFIED: ContextVar[tuple[str, CallerToken | None] | None] = ContextVar(
+    "shoal_mcp_verified", default=None
+)
+
+
 class KeyVerifier:
     """The SDK's ``TokenVerifier`` on Shoal's keys. ``platform`` gives the running platform
-    (built in the app's lifespan, after this)."""
+    (built in the app's lifespan, after this).
+
+    The key is read from the database in :meth:`verify_request`, before the SDK's app runs,
+    so that a database outage raises where the app's problem handlers answer it (a 503 with
+    ``Retry-After``, as on every other door); raised inside the SDK's app, it would become a
+    bare 500. :meth:`verify_token`, called by the SDK, then takes that verdict up.
+    """
 
     def __init__(self, platform: Callable[[], Platform]) -> None:
         self._platform = platform
 
+    async def verify_request(self, headers: Headers) -> None:
+        """Verify the request's Bearer key now, if it sends one; the verdict is kept for
+        :meth:`verify_token` within this request.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the key store cannot be read.
+        """
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            # In a worker thread: the key is read from the database.
+            _VERIFIED.set((token, await anyio.to_thread.run_sync(self._verify, token)))
+
     async def verify_token(self, token: str) -> AccessToken | None:
-        # In a worker thread: the key is read from the database.
+        verified = _VERIFIED.get()
+        if verified is not None and verified[0] == token:
+            return verified[1]
         return await anyio.to_thread.run_sync(self._verify, token)
 
     def _verify(self, token: str) -> CallerToken | None:

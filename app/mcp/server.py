@@ -13,6 +13,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.mcp.auth import CallerToken, KeyVerifier, tool_lister
@@ -41,12 +42,13 @@ class McpDoor:
 
     def __init__(self, settings: Settings, *, version: str) -> None:
         self._platform: Platform | None = None
+        self._keys = KeyVerifier(self.platform)
         self.server: MCPServer[Platform] = MCPServer(
             "shoal",
             title="Shoal",
             version=version,
             instructions=INSTRUCTIONS,
-            token_verifier=KeyVerifier(self.platform),
+            token_verifier=self._keys,
             auth=AuthSettings(issuer_url=_NO_ISSUER, resource_server_url=None),
             lifespan=self._lifespan,
             subscriptions=False,  # no notifications to listen for: nothing to pin to a replica
@@ -78,6 +80,9 @@ class McpDoor:
         yield self.platform()  # the tools' ctx.request_context.lifespan_context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Before the SDK's app: a database outage here is the app's 503, not the SDK's 500.
+            await self._keys.verify_request(Headers(scope=scope))
         try:
             await self._http(scope, receive, send)
         finally:

@@ -241,6 +241,15 @@ def test_a_postgres_restart_answers_503_while_down_and_recovers_without_a_restar
                 json={"question": QUESTION},
                 headers=api.headers(tenant.query_key),
             ),
+            # The MCP door reads the key from the same database, before the SDK runs.
+            api.client.post(
+                "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={
+                    **api.headers(tenant.query_key),
+                    "Accept": "application/json, text/event-stream",
+                },
+            ),
         ):
             problem = assert_problem(response, 503, "database-unavailable")
             assert "Retry-After" in response.headers
