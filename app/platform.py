@@ -38,9 +38,8 @@ from app.services.fault_adapters import (
 from app.services.faults import FaultRegistry, make_fault_registry
 from app.services.limiters import FailoverLimiter, LocalLimiter, RedisLimiter
 from app.services.limits import RateLimits
-from app.services.query import QueryDeps
+from app.services.questions import QueryDeps
 from app.services.reaper import Reaper
-from app.services.routing import RouterFactory
 from app.services.scheduling import enqueue_fairly
 from app.services.usage import UsageLedger
 from app.settings import Settings
@@ -51,6 +50,7 @@ from retrieval.cache import EmbeddingCache, MemoryCache, RedisCache
 from retrieval.cached_embedder import CachedEmbedder
 from retrieval.errors import CacheUnavailableError, StoreUnavailableError
 from retrieval.generation.base import GenerationBackend
+from retrieval.generation.catalog import RouteCatalog
 from retrieval.generation.evidence import EvidenceGate
 from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.rerank import make_reranker
@@ -248,7 +248,7 @@ class Guarded:
     faults: FaultRegistry | None
 
     def backend(self, generator: str, index: int, backend: GenerationBackend) -> GenerationBackend:
-        """Endpoint ``index`` of ``generator`` behind its own breaker (a RouterFactory wrap)."""
+        """Endpoint ``index`` of ``generator`` behind its own breaker (a RouteCatalog wrap)."""
         if self.faults is not None:
             backend = FaultyBackend(backend, self.faults)
         breaker = self.breakers.get(f"generator:{generator}:{index}")
@@ -365,7 +365,7 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
         store=store,
         embedder=asking,
         cache=cache,
-        routers=RouterFactory(
+        catalog=RouteCatalog(
             generators=settings.generators,
             default=settings.routes,
             extractive=extractive,

@@ -10,11 +10,12 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.errors import InvalidRequestError
+from app.services.answers import QueryResult
 from app.services.documents import UploadItem
 from app.services.jobs import JobStatus
-from app.services.query import QueryResult, Retrieved
 from retrieval.config import Fusion, RoutesConfig, SearchMode
 from retrieval.generation.base import AbstainReason, Citation, Passage
+from retrieval.search import Retrieved
 
 Name = Annotated[
     str,

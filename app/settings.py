@@ -7,6 +7,7 @@ Code below :mod:`app` receives its own sub-model and never reads the environment
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -339,12 +340,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _routes_name_generators(self) -> Settings:
         for route in ("small", "large"):
-            name = getattr(self.routes, route)
-            if name is not None and name not in self.generators:
+            if (name := getattr(self.routes, route)) is not None and name not in self.generators:
                 raise ValueError(
                     f"SHOAL_ROUTES {route}={name!r} is not in SHOAL_GENERATORS "
                     f"({sorted(self.generators) or 'empty'})"
                 )
+        for endpoint in (e for g in self.generators.values() for e in g.endpoints):
+            endpoint.read_key(os.environ)  # here, once: routing never reads the environment
         return self
 
     cache: CacheConfig = CacheConfig()
@@ -367,9 +369,7 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to connect to, with the embedded default filled in."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'shoal.db').resolve()}"
+        return self.database_url or f"sqlite:///{(self.data_dir / 'shoal.db').resolve()}"
 
     @property
     def vector_store(self) -> VectorStoreConfig:

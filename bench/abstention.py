@@ -39,12 +39,15 @@ from app.db.models import Document, Namespace, Tenant
 from app.logging import configure_logging
 from app.platform import Platform, build_platform
 from app.services import evaluation, keys, tenants
+from app.services.answers import QueryResult
 from app.services.evaluation import BeirData
 from app.services.keys import TenantAccess
-from app.services.query import QueryResult, Retrieved, answer_question, retrieve
+from app.services.query import answer_question
+from app.services.search import retrieve
 from app.settings import Settings
 from bench.ingest import describe_machine
 from retrieval.generation.evidence import EvidenceGate
+from retrieval.search import Retrieved
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -87,7 +90,7 @@ class Protocol:
         with self.platform.sessions() as session:
             return retrieve(
                 session,
-                self.platform.query,
+                self.platform.query.searcher,
                 self.namespaces[name],
                 question=self.data.queries[query_id],
                 top_k=self.platform.query.default_top_k,

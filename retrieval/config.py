@@ -6,7 +6,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 # How a search ranks: by the dense vector, by BM25 over the chunk text, or both fused.
 SearchMode = Literal["dense", "lexical", "hybrid"]
@@ -230,6 +238,19 @@ class EndpointConfig(BaseModel):
             "are never stored in the database or returned by the API."
         ),
     )
+    # The key itself, read from ``api_key_env`` once, when the settings load (never from the
+    # request path, never serialised): see :meth:`read_key`.
+    _api_key: SecretStr | None = PrivateAttr(None)
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """The endpoint's API key, as read by :meth:`read_key`; None if it needs none."""
+        return self._api_key
+
+    def read_key(self, environ: Mapping[str, str]) -> None:
+        """Take the key from ``environ[api_key_env]`` (none when unset or missing there)."""
+        value = environ.get(self.api_key_env) if self.api_key_env else None
+        self._api_key = SecretStr(value) if value else None
 
 
 class RouteConfig(BaseModel):

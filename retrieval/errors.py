@@ -8,7 +8,11 @@
     │                               retry, never counted against its breaker; 500)
     ├── EmbeddingUnavailableError   the embedding model could not embed (queries fall back)
     ├── CacheUnavailableError       the embedding cache failed (its callers compute instead)
-    └── GenerationUnavailableError  an LLM backend could not answer (a router falls back)
+    ├── GenerationUnavailableError  an LLM backend could not answer (a dispatcher falls back)
+    └── InvalidQueryError           the caller asked for what cannot be: a question longer than
+        │                           the model reads, routes naming no generator (a 422)
+        ├── QuestionTooLongError
+        └── RoutesError
 
 Adapters translate their engine's exceptions into these (``raise ... from exc``); nothing above
 :mod:`retrieval.stores` catches ``qdrant_edge`` or ``qdrant_client`` errors, nothing above
@@ -80,10 +84,29 @@ class GenerationUnavailableError(RetrievalError):
     refused the request (``status_code`` says with what), or sent a malformed response; or the
     local model failed to load or run.
 
-    Retrying is the router's decision, not the backend's: it may fall back to another backend.
+    Retrying is the dispatcher's decision, not the backend's: it may fall back to another backend.
     """
 
     def __init__(self, message: str, *, backend: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.backend = backend
         self.status_code = status_code
+
+
+class InvalidQueryError(RetrievalError):
+    """Raised when what a caller asked for cannot be served as asked; ``field`` names the
+    culprit. The app answers it as an invalid request (422)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class QuestionTooLongError(InvalidQueryError):
+    """Raised when a question has more tokens than the embedding model reads (it would be
+    truncated, and answered from a part of it)."""
+
+
+class RoutesError(InvalidQueryError):
+    """Raised when a ``routes`` object does not describe routes, or names a generator the
+    operator's catalog lacks."""

@@ -15,7 +15,7 @@ pool thread until the engine returns; past :data:`MAX_IN_FLIGHT` such calls, new
 once instead of queueing behind them.
 
 :class:`GuardedBackend` puts a generation backend behind a breaker: while it is open the
-backend raises :class:`~retrieval.errors.GenerationUnavailableError` at once, so the router
+backend raises :class:`~retrieval.errors.GenerationUnavailableError` at once, so the dispatcher
 moves on to the next endpoint or route without waiting. Backends bound their own calls (the
 OpenAI-compatible client's ``timeout_s``, per call and per streamed gap).
 

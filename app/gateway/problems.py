@@ -35,7 +35,12 @@ from app.gateway.openai_errors import is_openai_path, openai_error_body
 from app.services.faults import FaultRegistryUnavailableError
 from app.services.limits import rate_limit_headers
 from ingestion.errors import DocumentTooLargeError, ParseError, UnsupportedMediaError
-from retrieval.errors import EmbeddingUnavailableError, StoreRequestError, StoreUnavailableError
+from retrieval.errors import (
+    EmbeddingUnavailableError,
+    InvalidQueryError,
+    StoreRequestError,
+    StoreUnavailableError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +127,8 @@ ERROR_PROBLEMS: dict[type[Exception], ProblemType] = {
     ConflictError: CONFLICT,
     EmbeddingModelMismatchError: EMBEDDING_MODEL_MISMATCH,
     InvalidRequestError: INVALID_REQUEST,
+    # A question longer than the model reads, routes naming no generator (retrieval's rules).
+    InvalidQueryError: INVALID_REQUEST,
     IdempotencyKeyReusedError: IDEMPOTENCY_KEY_REUSED,
     PayloadTooLargeError: PAYLOAD_TOO_LARGE,
     DocumentTooLargeError: PAYLOAD_TOO_LARGE,
@@ -210,7 +217,7 @@ def describe(exc: Exception, *, where: str) -> Problem:
         log.error("unhandled_error", exc_info=exc, path=where)
         return Problem(INTERNAL, UNEXPECTED_DETAIL)
     extensions: dict[str, Any] = {}
-    if isinstance(exc, InvalidRequestError) and exc.field:
+    if isinstance(exc, InvalidRequestError | InvalidQueryError) and exc.field:
         extensions["field"] = exc.field
     detail = str(exc)
     retry_after_s = None

@@ -17,8 +17,8 @@ from app.services.keys import (
     authorize_tenant_reader,
     authorize_tenant_scope,
 )
-from app.services.routing import check_routes
 from retrieval.config import RoutesConfig
+from retrieval.generation.catalog import check_routes
 
 router = APIRouter(prefix="/v1/namespaces", tags=["namespaces"])
 
@@ -97,9 +97,9 @@ def _stored_routes(routes: RoutesConfig | None, platform: Platform) -> dict[str,
     """What the database keeps: only what differs from the defaults ({}: the server's).
 
     Raises:
-        InvalidRequestError: a route names no generator of the operator's catalog.
+        RoutesError: a route names no generator of the operator's catalog (a 422).
     """
     if routes is None:
         return {}
-    check_routes(routes, platform.query.routers.generators)
+    check_routes(routes, platform.query.catalog.generators)
     return routes.model_dump(mode="json", exclude_defaults=True)

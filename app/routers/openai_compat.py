@@ -56,9 +56,10 @@ from app.schemas import QueryAnswer
 from app.services import namespaces
 from app.services.embeddings import embed_texts
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
-from app.services.query import StreamEnd, StreamStart, answer_question, stream_answer
+from app.services.query import answer_question, stream_answer
+from app.services.questions import StreamEnd, StreamStart
 from retrieval.generation.base import Delta, GenerationOptions
-from retrieval.routing import Requested
+from retrieval.generation.routing import Requested
 
 log = structlog.get_logger(__name__)
 

@@ -39,13 +39,8 @@ from app.schemas import (
     SearchResults,
 )
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
-from app.services.query import (
-    StreamEnd,
-    StreamStart,
-    answer_question,
-    search_namespace,
-    stream_answer,
-)
+from app.services.query import answer_question, search_namespace, stream_answer
+from app.services.questions import StreamEnd, StreamStart
 from retrieval.generation.base import Delta, GenerationOptions
 
 log = structlog.get_logger(__name__)

@@ -1,5 +1,5 @@
-"""What a query says when it cannot search: the cached answer to the same question, or a plain
-degraded one (:func:`app.services.query.answer_question` decides; this module keeps the cache).
+"""What a query answers (:class:`QueryResult`), and what it says when it cannot search: the
+cached answer to the same question, or a plain degraded one (:func:`degraded`).
 
 A query opens an :class:`AnswerSlot` before it searches: the slot's key holds the namespace's
 current generation (:mod:`retrieval.answers`) and everything that shapes the answer. A query
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
 from app.db.models import Namespace
+from app.metrics import DEGRADED_ANSWERS
 from app.services.versions import visible_documents
 from retrieval.answers import AnswerCache, answer_key
 from retrieval.cache import normalise_query
@@ -37,6 +38,26 @@ log = structlog.get_logger(__name__)
 DEFAULT_RETRY_AFTER_S = 5
 # The payload fields a citation shows (app.routers.query): all a cached passage keeps.
 _CITED_FIELDS = ("filename", "ordinal", "title", "section", "page")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's answer, the route that gave it and why, the passages it read, and what each
+    stage took (milliseconds)."""
+
+    answer: Answer
+    route_name: str
+    route_reason: str
+    passages: list[Passage] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cache_hit: bool = False
+    # Set when the search could not run: why, and when to ask again (seconds).
+    degraded_reason: str | None = None
+    retry_after_s: int | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,34 @@ def open_slot(
         # Only when set: the keys of queries without options stay those already filed.
         shape["generation"] = asdict(options)
     return AnswerSlot(cache, answer_key(namespace.id, generation, shape))
+
+
+def degraded(session: Session, slot: AnswerSlot | None, exc: Exception) -> QueryResult:
+    """The answer when the search cannot run (``exc`` says why): the cached one, else one
+    saying why there is none; both carry ``degraded_reason`` and ``retry_after_s``.
+
+    Ends the session's transaction (the visibility check's: SQLite's write lock).
+    """
+    reason, retry_after_s = outage(exc)
+    cached = slot.load(session) if slot is not None else None
+    session.commit()
+    DEGRADED_ANSWERS.labels("cache" if cached else "none").inc()
+    if cached is None:
+        return QueryResult(
+            answer=unavailable_answer(reason, retry_after_s),
+            route_name="none",
+            route_reason=f"no answer: {reason}",
+            degraded_reason=reason,
+            retry_after_s=retry_after_s,
+        )
+    return QueryResult(
+        answer=cached.answer,
+        route_name=cached.route_name,
+        route_reason=f"cached answer ({cached.route_reason})",
+        passages=cached.passages,
+        degraded_reason=f"{reason}; served the cached answer",
+        retry_after_s=retry_after_s,
+    )
 
 
 def outage(exc: Exception) -> tuple[str, int]:

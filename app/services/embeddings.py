@@ -16,7 +16,7 @@ from app.metrics import count_cache_lookups
 from app.services.keys import TenantAccess
 from app.services.limits import Quotas
 from app.services.namespaces import get_namespace
-from app.services.query import QueryDeps
+from app.services.questions import QueryDeps
 from retrieval.cache import normalise_query
 from retrieval.cached_embedder import CachedEmbedder
 

@@ -4,7 +4,7 @@ A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.j
 ``text``) and ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score``, with a header).
 :func:`ingest_corpus` uploads the corpus as one JSONL file into a namespace, exactly as a client
 would, and waits for the workers; :func:`evaluate` asks every judged query through
-:func:`app.services.query.retrieve`, the same search a user's query runs, and scores the
+:func:`app.services.search.retrieve`, the same search a user's query runs, and scores the
 documents it returns (a document ranks where its best chunk ranks).
 
 Metrics follow ``trec_eval``, which BEIR's published numbers come from: nDCG@k with linear
@@ -34,7 +34,7 @@ from app.db.models import Document, DocumentState, Namespace
 from app.platform import Platform
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
-from app.services.query import retrieve
+from app.services.search import retrieve
 from app.settings import Settings
 from ingestion.embedder import Embedder
 from retrieval import references as raw
@@ -235,7 +235,7 @@ def evaluate(
         with platform.sessions() as session:
             found = retrieve(
                 session,
-                platform.query,
+                platform.query.searcher,
                 namespace,
                 question=text,
                 top_k=_CHUNKS_PER_QUERY,

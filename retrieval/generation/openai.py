@@ -2,8 +2,8 @@
 
 The official ``openai`` SDK (sync client) sends the prompt of :mod:`retrieval.generation.prompt`;
 every failure of the call, or of the response, becomes :class:`GenerationUnavailableError` so a
-router can fall back to another backend. The SDK retries nothing: falling back is faster than
-retrying a server that is down, and it is the router's decision.
+dispatcher can fall back to another backend. The SDK retries nothing: falling back is faster than
+retrying a server that is down, and it is the dispatcher's decision.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from retrieval.generation.base import (
     Passage,
     StreamEvent,
 )
+from retrieval.generation.endpoints import EndpointPool
+from retrieval.generation.routing import Dispatcher
 from retrieval.resilience import (
     BreakerState,
     CircuitBreaker,
@@ -27,7 +29,6 @@ from retrieval.resilience import (
     GuardedBackend,
     GuardedStore,
 )
-from retrieval.routing import EndpointPool, Router
 from retrieval.stores.base import CollectionSpec, Hit, Point, SearchRequest, VectorStore, Where
 from retrieval.stores.edge import EdgeStore
 
@@ -299,25 +300,27 @@ class Scripted:
         yield answer
 
 
-def test_an_open_generation_breaker_sends_the_router_to_the_fallback_at_once() -> None:
+def test_an_open_generation_breaker_sends_the_dispatcher_to_the_fallback_at_once() -> None:
     clock = Clock()
     llm = Scripted("llm")
     guarded_llm = GuardedBackend(llm, CircuitBreaker("generator:llm:0", CONFIG, clock=clock))
     fallback = Scripted("extractive")
     fallback.failing = False
-    router = Router(small=EndpointPool([(guarded_llm, 1.0)]), large=None, extractive=fallback)
+    dispatcher = Dispatcher(
+        small=EndpointPool([(guarded_llm, 1.0)]), large=None, extractive=fallback
+    )
 
     for _ in range(3):
-        _, choice = router.answer("q", [], [], "small")
+        _, choice = dispatcher.answer(dispatcher.plan("q", [], "small"), [])
         assert choice.name == "extractive"
     assert llm.calls == 3
-    answer, choice = router.answer("q", [], [], "small")
+    answer, choice = dispatcher.answer(dispatcher.plan("q", [], "small"), [])
     assert llm.calls == 3  # skipped: the breaker is open
     assert answer.text == "extractive"
     assert choice.fallbacks == ("small (llm)",)
 
     llm.failing = False
     clock.now += 10  # half-open: the next call probes, succeeds and closes the breaker
-    events = list(router.stream("q", [], [], "small"))
+    events = list(dispatcher.stream(dispatcher.plan("q", [], "small"), []))
     assert events[-1] == Answer("llm", True, [])
     assert guarded_llm.breaker.state == "closed"

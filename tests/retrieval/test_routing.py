@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 
+from app.settings import Settings
+from retrieval.config import RouteConfig, RoutesConfig
 from retrieval.errors import GenerationUnavailableError
 from retrieval.generation.base import (
     DEFAULT_OPTIONS,
@@ -17,14 +21,15 @@ from retrieval.generation.base import (
     Passage,
     StreamEvent,
 )
+from retrieval.generation.catalog import RouteCatalog
+from retrieval.generation.endpoints import EndpointPool
 from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.generation.openai import OpenAIBackend
-from retrieval.routing import (
-    EndpointPool,
+from retrieval.generation.routing import (
+    Dispatcher,
     RouteChoice,
     RouteFeatures,
     RoutePolicy,
-    Router,
     decide,
     measure,
     question_type,
@@ -209,12 +214,13 @@ OTTERS = "Sea otters hold hands while they sleep so that they do not drift apart
 def test_a_failing_route_falls_back_to_the_next_and_says_so(
     embedder, extractive: GenerationBackend, unreachable: EndpointPool, requested: str
 ) -> None:
-    router = Router(small=unreachable, large=unreachable, extractive=extractive)
+    dispatcher = Dispatcher(small=unreachable, large=unreachable, extractive=extractive)
     question = "Why do sea otters hold hands?"
     [vector] = embedder.encode([question])
     passages = [Passage("c1", "d1", OTTERS, 0.8)]
 
-    answer, choice = router.answer(question, vector, passages, requested)  # type: ignore[arg-type]
+    plan = dispatcher.plan(question, passages, requested)  # type: ignore[arg-type]
+    answer, choice = dispatcher.answer(plan, vector)
 
     assert choice.name == "extractive"
     assert answer.answerable
@@ -229,11 +235,12 @@ def test_a_failing_route_falls_back_to_the_next_and_says_so(
 def test_streaming_falls_back_before_the_first_token(
     embedder, extractive: GenerationBackend, unreachable: EndpointPool
 ) -> None:
-    router = Router(small=unreachable, large=None, extractive=extractive)
+    dispatcher = Dispatcher(small=unreachable, large=None, extractive=extractive)
     question = "What do sea otters hold?"
     [vector] = embedder.encode([question])
 
-    events = list(router.stream(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small"))
+    plan = dispatcher.plan(question, [Passage("c1", "d1", OTTERS, 0.8)], "small")
+    events = list(dispatcher.stream(plan, vector))
 
     assert isinstance(events[0], RouteChoice)
     assert events[0].name == "extractive"
@@ -242,10 +249,10 @@ def test_streaming_falls_back_before_the_first_token(
 
 
 def test_without_llm_routes_the_answer_is_extractive() -> None:
-    router = Router(small=None, large=None, extractive=Slow("extractive"))
-    chain, reason = router.plan("Why?", [], "large")
-    assert chain == ["extractive"]
-    assert "no LLM route is configured" in reason
+    dispatcher = Dispatcher(small=None, large=None, extractive=Slow("extractive"))
+    plan = dispatcher.plan("Why?", [], "large")
+    assert plan.chain == ("extractive",)
+    assert "no LLM route is configured" in plan.reason
 
 
 def test_an_unavailable_error_names_the_backend() -> None:
@@ -261,17 +268,18 @@ def test_a_dead_endpoint_hands_the_question_to_its_sibling(
     alive = Slow("alive")
     alive.release.set()
     # The dead endpoint is listed first and idle, so it wins the pick; the sibling answers.
-    router = Router(
+    dispatcher = Dispatcher(
         small=EndpointPool([(dead, 1.0), (alive, 1.0)]), large=None, extractive=extractive
     )
     question = "What do sea otters hold?"
     [vector] = embedder.encode([question])
 
-    answer, choice = router.answer(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small")
+    plan = dispatcher.plan(question, [Passage("c1", "d1", OTTERS, 0.8)], "small")
+    answer, choice = dispatcher.answer(plan, vector)
 
     assert (choice.name, choice.backend, answer.text) == ("small", "alive", "alive")
     assert choice.fallbacks == ("small (openai:dead)",)
-    events = list(router.stream(question, vector, [Passage("c1", "d1", OTTERS, 0.8)], "small"))
+    events = list(dispatcher.stream(plan, vector))
     assert isinstance(events[0], RouteChoice)
     assert events[0].backend == "alive"
 
@@ -280,12 +288,13 @@ def test_a_fallback_gets_the_requests_options_too() -> None:
     dead = OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "dead", timeout_s=2)
     fallback = Slow("extractive")
     fallback.release.set()
-    router = Router(small=EndpointPool([(dead, 1.0)]), large=None, extractive=fallback)
+    dispatcher = Dispatcher(small=EndpointPool([(dead, 1.0)]), large=None, extractive=fallback)
     options = GenerationOptions(max_tokens=5, temperature=0.5)
     passages = [Passage("c1", "d1", OTTERS, 0.8)]
 
-    _, choice = router.answer("q", [], passages, "small", options=options)
-    events = list(router.stream("q", [], passages, "small", options=options))
+    plan = dispatcher.plan("q", passages, "small")
+    _, choice = dispatcher.answer(plan, [], options=options)
+    events = list(dispatcher.stream(plan, [], options=options))
 
     assert choice.fallbacks == ("small (openai:dead)",)
     assert isinstance(events[0], RouteChoice)
@@ -299,3 +308,78 @@ def test_acquire_skips_endpoints_that_failed() -> None:
         assert (index, backend.name) == (1, "b")
     with pytest.raises(LookupError), pool.acquire(skip={0, 1}):
         pass
+
+
+class _KeyCatcher(BaseHTTPRequestHandler):
+    """An OpenAI endpoint that notes each call's Authorization header and fails it."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_endpoint_key_is_read_from_the_environment_once_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeyCatcher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    endpoint = {"url": url, "model": "m", "api_key_env": "SHOAL_TEST_LLM_KEY"}
+    monkeypatch.setenv("SHOAL_TEST_LLM_KEY", "sk-read-at-start")
+    settings = Settings(generators={"llm": {"backend": "openai", "endpoints": [endpoint]}})
+    monkeypatch.setenv("SHOAL_TEST_LLM_KEY", "sk-changed-later")
+    key = settings.generators["llm"].endpoints[0].api_key
+    assert key is not None
+    assert "sk-read-at-start" not in repr(settings)  # a SecretStr: never printed
+    assert "sk-read-at-start" not in settings.model_dump_json()
+
+    fallback = Slow("extractive")
+    fallback.release.set()
+    catalog = RouteCatalog(
+        generators=settings.generators,
+        default=RoutesConfig(small="llm"),
+        extractive=fallback,
+        min_score=None,
+    )
+    dispatcher = catalog.dispatcher({}, scope="tenant-a")
+    try:
+        _, choice = dispatcher.answer(dispatcher.plan("q", [passage(0.8)], "small"), [])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert choice.fallbacks == ("small (openai:m)",)
+    assert _KeyCatcher.seen[-1] == "Bearer sk-read-at-start"
+
+
+def test_the_token_budget_is_the_planned_routes() -> None:
+    generators = {
+        "fast": RouteConfig(backend="local", model_path="/nowhere", max_output_tokens=64),
+        "big": RouteConfig(backend="local", model_path="/nowhere", max_output_tokens=512),
+    }
+    pool = EndpointPool([(Slow("llm"), 1.0)])
+    dispatcher = Dispatcher(
+        small=pool,
+        large=pool,
+        extractive=Slow("extractive"),
+        policy=POLICY,
+        generators={"small": generators["fast"], "large": generators["big"]},
+    )
+    passages = [passage(0.8), passage(0.5)]
+
+    factual = dispatcher.plan("Who wrote it?", passages, "auto")
+    analytical = dispatcher.plan("Why do otters hold hands?", passages, "auto")
+    capped = dispatcher.token_budget(analytical, GenerationOptions(max_tokens=10))
+
+    assert (factual.route, analytical.route) == ("small", "large")
+    assert dispatcher.token_budget(analytical) - dispatcher.token_budget(factual) > 400
+    assert dispatcher.token_budget(analytical) - capped == 512 - 10
+    extractive = Dispatcher(small=None, large=None, extractive=Slow("extractive"))
+    assert extractive.token_budget(extractive.plan("Why?", passages, "auto")) == 0

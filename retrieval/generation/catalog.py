@@ -1,4 +1,4 @@
-"""Building routers from route configurations.
+"""The operator's generation backends, built once, and the dispatchers that route over them.
 
 The operator defines the generation backends (``SHOAL_GENERATORS``: endpoints, key variables,
 model paths); a namespace's ``routes`` (or, when it sets none, the server's ``SHOAL_ROUTES``)
@@ -9,53 +9,41 @@ models (local), so each generator is built once per process, on first use, and s
 
 from __future__ import annotations
 
-import math
-import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from app.errors import InvalidRequestError
 from retrieval.cache import scoped
 from retrieval.config import RouteConfig, RoutesConfig
-from retrieval.generation.base import (
-    DEFAULT_OPTIONS,
-    GenerationBackend,
-    GenerationOptions,
-    Passage,
-)
-from retrieval.generation.prompt import build_prompt
-from retrieval.routing import EndpointPool, RoutePolicy, Router
-
-# Budgets are counted with tiktoken (cl100k); a model's own tokenizer may need more tokens for
-# the same text (SmolLM2's: about 14 % more). Reserving this much more keeps a reservation
-# above the usage the server then reports, so settling never runs a budget into debt.
-TOKENIZER_MARGIN = 1.25
+from retrieval.errors import RoutesError
+from retrieval.generation.base import GenerationBackend
+from retrieval.generation.endpoints import EndpointPool
+from retrieval.generation.routing import Dispatcher, RouteName, RoutePolicy
 
 
 def parse_routes(raw: Mapping[str, Any]) -> RoutesConfig:
     """A stored or submitted ``routes`` object, validated.
 
     Raises:
-        InvalidRequestError: it does not describe routes; ``field`` names the culprit.
+        RoutesError: it does not describe routes; ``field`` names the culprit.
     """
     try:
         return RoutesConfig.model_validate(dict(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in ("routes", *first["loc"]))
-        raise InvalidRequestError(f"{where}: {first['msg']}", field=where) from exc
+        raise RoutesError(f"{where}: {first['msg']}", field=where) from exc
 
 
 def check_routes(routes: RoutesConfig, generators: Mapping[str, RouteConfig]) -> None:
-    """Raise :class:`InvalidRequestError` unless every route names a configured generator."""
+    """Raise :class:`RoutesError` unless every route names a configured generator."""
     for route in ("small", "large"):
         name = getattr(routes, route)
         if name is not None and name not in generators:
             configured = ", ".join(sorted(generators)) or "none"
-            raise InvalidRequestError(
+            raise RoutesError(
                 f"routes.{route}: no generator named {name!r} (configured: {configured})",
                 field=f"routes.{route}",
             )
@@ -66,8 +54,9 @@ def check_routes(routes: RoutesConfig, generators: Mapping[str, RouteConfig]) ->
 BackendWrapper = Callable[[str, int, GenerationBackend], GenerationBackend]
 
 
-class RouterFactory:
-    """Routers for route configurations, with each route's endpoints built once."""
+class RouteCatalog:
+    """The operator's generators by name, each route's endpoints built once, and a
+    :class:`~retrieval.generation.routing.Dispatcher` for each route configuration."""
 
     def __init__(
         self,
@@ -87,52 +76,31 @@ class RouterFactory:
         self._pools: dict[str, EndpointPool] = {}  # by generator name: bounded by the catalog
         self._lock = threading.Lock()
 
-    def router(self, routes: Mapping[str, Any], *, scope: str) -> Router:
-        """The router for a namespace's stored ``routes`` ({} means the server's default),
+    def dispatcher(self, routes: Mapping[str, Any], *, scope: str) -> Dispatcher:
+        """The dispatcher for a namespace's stored ``routes`` ({} means the server's default),
         answering on behalf of ``scope`` (the namespace's tenant: the extractive backend's
         sentence vectors are cached in its entries).
 
         A stored route whose generator the operator has since removed answers extractively
         rather than failing every query of the namespace.
+
+        Raises:
+            RoutesError: the stored ``routes`` do not describe routes.
         """
         config = parse_routes(routes) if routes else self._default
-        policy = RoutePolicy(**config.policy.model_dump())
-        return Router(
+        chosen: dict[RouteName, RouteConfig] = {}
+        for route in ("small", "large"):
+            name = getattr(config, route)
+            generator = self.generators.get(name) if name is not None else None
+            if generator is not None:
+                chosen[route] = generator
+        return Dispatcher(
             small=self._pool(config.small),
             large=self._pool(config.large),
             extractive=scoped(self._extractive, scope),
-            policy=policy,
+            policy=RoutePolicy(**config.policy.model_dump()),
+            generators=chosen,
         )
-
-    def token_budget(
-        self,
-        routes: Mapping[str, Any],
-        route: str,
-        question: str,
-        passages: Sequence[Passage],
-        options: GenerationOptions = DEFAULT_OPTIONS,
-    ) -> int:
-        """The most model tokens an answer on ``route`` (small, large, extractive) may cost:
-        its prompt as the backend packs it (tiktoken's count of the question and the passages
-        that fit, plus :data:`TOKENIZER_MARGIN`) and the longest answer the request allows (the
-        route's, or the request's smaller ``options.max_tokens``), at most the route's context
-        window (no server takes more). 0 for the extractive answer (no model).
-        """
-        config = parse_routes(routes) if routes else self._default
-        name = getattr(config, route, None) if route in ("small", "large") else None
-        generator = self.generators.get(name) if name is not None else None
-        if generator is None or generator.backend == "extractive":
-            return 0
-        # Backends pack passages for the route's own cap, whatever the request's: so does this.
-        prompt = build_prompt(
-            question,
-            passages,
-            context_window=generator.context_window,
-            max_output_tokens=generator.max_output_tokens,
-        )
-        prompt_tokens = math.ceil(prompt.prompt_tokens * TOKENIZER_MARGIN)
-        answer_tokens = options.cap(generator.max_output_tokens)
-        return min(generator.context_window, prompt_tokens + answer_tokens)
 
     def _pool(self, name: str | None) -> EndpointPool | None:
         route = self.generators.get(name) if name is not None else None
@@ -169,7 +137,7 @@ class RouterFactory:
                 OpenAIBackend(
                     endpoint.url,
                     endpoint.model,
-                    api_key=os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None,
+                    api_key=endpoint.api_key.get_secret_value() if endpoint.api_key else None,
                     context_window=route.context_window,
                     max_output_tokens=route.max_output_tokens,
                     timeout_s=route.timeout_s,

@@ -1,33 +1,31 @@
-"""Routing a question to the ``small`` or ``large`` generation route, and a route to an endpoint.
+"""Routing a question to the ``small`` or ``large`` generation route, and running the route.
 
-The router decides from features it can measure before generating (:class:`RouteFeatures`):
-the question's length in tokens, the size of the retrieved context, the margin between the
-best two passages, and the question's type. Each threshold is a setting of
-:class:`RoutePolicy`; the decision comes with a reason naming the features that drove it, which
-the API returns and exports as a metric.
+:meth:`Dispatcher.plan` decides from features it can measure before generating
+(:class:`RouteFeatures`): the question's length in tokens, the size of the retrieved context,
+the margin between the best two passages, and the question's type. Each threshold is a setting
+of :class:`RoutePolicy`; the decision comes with a reason naming the features that drove it,
+which the API returns and exports as a metric. The :class:`Plan` is made once per answer: the
+token budget (:meth:`Dispatcher.token_budget`) and the generation both read it.
 
-A route lists one or more endpoints with weights. Each call goes to the endpoint with the
-fewest requests in flight relative to its weight (weighted least outstanding requests): unlike
-round robin, a slow or saturated endpoint stops getting work until it catches up. Counts are
-per process: across API replicas each balances its own share, which is what load balancers
-that use least connections also do.
-
-Failure falls back large → small → extractive: a backend that raises
-:class:`~retrieval.errors.GenerationUnavailableError` hands the question to the next route, and
-the reason says so. The extractive route calls no model, so an answer always comes back.
+A route lists one or more endpoints with weights (:class:`~retrieval.generation.endpoints.
+EndpointPool`). Failure falls back large → small → extractive: a backend that raises
+:class:`~retrieval.errors.GenerationUnavailableError` hands the question to the route's next
+endpoint, then to the next route, and the reason says so. The extractive route calls no model,
+so an answer always comes back.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
 
+from retrieval.config import RouteConfig
 from retrieval.errors import GenerationUnavailableError
 from retrieval.generation.base import (
     DEFAULT_OPTIONS,
@@ -37,12 +35,18 @@ from retrieval.generation.base import (
     Passage,
     StreamEvent,
 )
-from retrieval.generation.prompt import count_tokens, passage_tokens
+from retrieval.generation.endpoints import EndpointPool
+from retrieval.generation.prompt import build_prompt, count_tokens, passage_tokens
 
 log = structlog.get_logger(__name__)
 
 RouteName = Literal["small", "large", "extractive"]
 Requested = Literal["small", "large", "auto"]
+
+# Budgets are counted with tiktoken (cl100k); a model's own tokenizer may need more tokens for
+# the same text (SmolLM2's: about 14 % more). Reserving this much more keeps a reservation
+# above the usage the server then reports, so settling never runs a budget into debt.
+TOKENIZER_MARGIN = 1.25
 
 # Questions that ask for reasoning, comparison or explanation rather than a fact lookup.
 _ANALYTICAL = re.compile(
@@ -121,57 +125,6 @@ def decide(features: RouteFeatures, policy: RoutePolicy) -> tuple[RouteName, str
     )
 
 
-@dataclass
-class _Endpoint:
-    backend: GenerationBackend
-    weight: float
-    outstanding: int = 0
-
-
-class EndpointPool:
-    """A route's endpoints, picked by weighted least outstanding requests.
-
-    Ties go to the endpoint listed first, so with nothing in flight the first one serves.
-    """
-
-    def __init__(self, endpoints: Sequence[tuple[GenerationBackend, float]]) -> None:
-        if not endpoints:
-            raise ValueError("a route needs at least one endpoint")
-        if any(weight <= 0 for _, weight in endpoints):
-            raise ValueError("endpoint weights must be positive")
-        self._endpoints = [_Endpoint(backend, weight) for backend, weight in endpoints]
-        self._lock = threading.Lock()
-
-    def outstanding(self) -> list[int]:
-        with self._lock:
-            return [e.outstanding for e in self._endpoints]
-
-    @property
-    def size(self) -> int:
-        return len(self._endpoints)
-
-    @contextmanager
-    def acquire(self, skip: Collection[int] = ()) -> Iterator[tuple[int, GenerationBackend]]:
-        """The endpoint to call now, and its index; it counts as busy until the block exits.
-
-        ``skip`` holds indices not to pick (endpoints that just failed this request).
-
-        Raises:
-            LookupError: every endpoint is skipped.
-        """
-        with self._lock:
-            candidates = [(i, e) for i, e in enumerate(self._endpoints) if i not in skip]
-            if not candidates:
-                raise LookupError("every endpoint of the route was tried")
-            index, chosen = min(candidates, key=lambda c: (c[1].outstanding + 1) / c[1].weight)
-            chosen.outstanding += 1
-        try:
-            yield index, chosen.backend
-        finally:
-            with self._lock:
-                chosen.outstanding -= 1
-
-
 @dataclass(frozen=True)
 class RouteChoice:
     """Which route answered and why; ``fallbacks`` lists the routes that failed first.
@@ -185,8 +138,29 @@ class RouteChoice:
     fallbacks: tuple[str, ...] = field(default_factory=tuple)
 
 
-class Router:
-    """Picks a route per question and falls back large → small → extractive on failure."""
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`Dispatcher.plan` decided for one question: the routes to try in order (the
+    last is always ``extractive``), why the first, and what they answer from."""
+
+    question: str
+    passages: Sequence[Passage]
+    chain: tuple[RouteName, ...]
+    reason: str
+
+    @property
+    def route(self) -> RouteName:
+        """The route the plan starts with (the one whose budget is reserved)."""
+        return self.chain[0]
+
+
+class Dispatcher:
+    """Plans a route per question, then generates on it, falling back large → small →
+    extractive on failure.
+
+    ``generators`` holds the operator's configuration of the ``small`` and ``large`` routes,
+    which their token budgets read; a route without one costs no budget.
+    """
 
     def __init__(
         self,
@@ -195,15 +169,15 @@ class Router:
         large: EndpointPool | None,
         extractive: GenerationBackend,
         policy: RoutePolicy = RoutePolicy(),
+        generators: Mapping[RouteName, RouteConfig] | None = None,
     ) -> None:
         self._pools: dict[RouteName, EndpointPool | None] = {"small": small, "large": large}
         self._extractive = extractive
+        self._generators = dict(generators or {})
         self.policy = policy
 
-    def plan(
-        self, question: str, passages: Sequence[Passage], requested: Requested
-    ) -> tuple[list[RouteName], str]:
-        """The routes to try in order, and why the first was chosen."""
+    def plan(self, question: str, passages: Sequence[Passage], requested: Requested) -> Plan:
+        """The routes to try for ``question`` and its ``passages``, in order, and why."""
         if requested == "auto":
             wanted, reason = decide(measure(question, passages), self.policy)
         else:
@@ -211,64 +185,80 @@ class Router:
         order: list[RouteName] = ["large", "small"] if wanted == "large" else ["small"]
         chain = [r for r in order if self._pools.get(r) is not None]
         if not chain:
-            configured = "no LLM route is configured"
-            return ["extractive"], f"{reason}; extractive answer: {configured}"
-        return [*chain, "extractive"], reason
+            reason = f"{reason}; extractive answer: no LLM route is configured"
+        return Plan(question, passages, (*chain, "extractive"), reason)
+
+    def token_budget(self, plan: Plan, options: GenerationOptions = DEFAULT_OPTIONS) -> int:
+        """The most model tokens an answer on the plan's first route may cost: its prompt as
+        the backend packs it (tiktoken's count of the question and the passages that fit, plus
+        :data:`TOKENIZER_MARGIN`) and the longest answer the request allows (the route's, or
+        the request's smaller ``options.max_tokens``), at most the route's context window (no
+        server takes more). 0 for the extractive answer (no model).
+        """
+        generator = self._generators.get(plan.route)
+        if generator is None or generator.backend == "extractive":
+            return 0
+        # Backends pack passages for the route's own cap, whatever the request's: so does this.
+        prompt = build_prompt(
+            plan.question,
+            plan.passages,
+            context_window=generator.context_window,
+            max_output_tokens=generator.max_output_tokens,
+        )
+        prompt_tokens = math.ceil(prompt.prompt_tokens * TOKENIZER_MARGIN)
+        answer_tokens = options.cap(generator.max_output_tokens)
+        return min(generator.context_window, prompt_tokens + answer_tokens)
 
     def answer(
         self,
-        question: str,
+        plan: Plan,
         vector: Sequence[float],
-        passages: Sequence[Passage],
-        requested: Requested = "auto",
         *,
         options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> tuple[Answer, RouteChoice]:
-        """Generate with the planned route, falling back on failure.
+        """Generate on the planned routes, falling back on failure.
 
         Within a route, a failed endpoint hands the question to the route's next best endpoint
         (so one dead replica never sends answers down a route); when all have failed, the next
         route takes over. Every backend tried gets the request's ``options``.
         """
-        chain, reason = self.plan(question, passages, requested)
         failed: list[str] = []
-        for route in chain:
+        for route in plan.chain:
             pool = self._pools.get(route) if route != "extractive" else None
             tried: set[int] = set()
             while pool is None or len(tried) < pool.size:
                 with _acquire(pool, self._extractive, tried) as (index, backend):
                     try:
-                        answer = backend.generate(question, vector, passages, options=options)
+                        answer = backend.generate(
+                            plan.question, vector, plan.passages, options=options
+                        )
                     except GenerationUnavailableError as exc:
                         log.warning("route_failed", route=route, error=str(exc))
                         failed.append(f"{route} ({exc.backend})")
                         tried.add(index)
                         continue
-                    return answer, _choice(route, reason, backend.name, failed)
+                    return answer, _choice(route, plan.reason, backend.name, failed)
         raise AssertionError("unreachable: the extractive route never raises this")
 
     def stream(
         self,
-        question: str,
+        plan: Plan,
         vector: Sequence[float],
-        passages: Sequence[Passage],
-        requested: Requested = "auto",
         *,
         options: GenerationOptions = DEFAULT_OPTIONS,
-    ) -> Iterator[RouteChoice | StreamEvent]:
+    ) -> Generator[RouteChoice | StreamEvent]:
         """:meth:`answer`, streamed: the :class:`RouteChoice` first, then the backend's events.
 
         An endpoint that fails before its first delta falls back like :meth:`answer`; one that
         fails after it has streamed text cannot take the text back, so the error propagates.
         """
-        chain, reason = self.plan(question, passages, requested)
         failed: list[str] = []
-        for route in chain:
+        for route in plan.chain:
             pool = self._pools.get(route) if route != "extractive" else None
             tried: set[int] = set()
             while pool is None or len(tried) < pool.size:
                 with _acquire(pool, self._extractive, tried) as (index, backend):
-                    events = backend.stream(question, vector, passages, options=options)
+                    events = backend.stream(plan.question, vector, plan.passages, options=options)
                     try:
                         first = next(events)
                     except GenerationUnavailableError as exc:
@@ -276,11 +266,29 @@ class Router:
                         failed.append(f"{route} ({exc.backend})")
                         tried.add(index)
                         continue
-                    yield _choice(route, reason, backend.name, failed)
+                    yield _choice(route, plan.reason, backend.name, failed)
                     yield first
                     yield from events
                     return
         raise AssertionError("unreachable: the extractive route never raises this")
+
+    def generate(
+        self,
+        plan: Plan,
+        vector: Sequence[float],
+        *,
+        options: GenerationOptions = DEFAULT_OPTIONS,
+        stream: bool = False,
+    ) -> Generator[RouteChoice | StreamEvent]:
+        """The answer on ``plan`` as events, the :class:`RouteChoice` first: streamed
+        (:meth:`stream`: the text in pieces as the backend writes it), or whole
+        (:meth:`answer`: the answer alone, once written)."""
+        if stream:
+            yield from self.stream(plan, vector, options=options)
+            return
+        answer, choice = self.answer(plan, vector, options=options)
+        yield choice
+        yield answer
 
 
 @contextmanager
