@@ -20,22 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import PENDING_STATES, Document
 from app.db.session import make_engine, make_session_factory
+from app.guards.faults import FaultRegistry
+from app.guards.stack import guard
 from app.metrics import (
     RATE_LIMIT_BACKEND,
     count_cache_lookups,
-    record_breaker_transition,
-    track_breaker,
 )
 from app.services import indexing
-from app.services.fault_adapters import (
-    FaultyAnswerCache,
-    FaultyBackend,
-    FaultyCache,
-    FaultyEmbedder,
-    FaultyQueue,
-    FaultyStore,
-)
-from app.services.faults import FaultRegistry, make_fault_registry
 from app.services.limiters import FailoverLimiter, LocalLimiter, RedisLimiter
 from app.services.limits import RateLimits
 from app.services.questions import QueryDeps
@@ -44,17 +35,16 @@ from app.services.scheduling import enqueue_fairly
 from app.services.usage import UsageLedger
 from app.settings import Settings
 from ingestion.batching import BatchingEmbedder
-from ingestion.embedder import Embedder, ModelEmbedder, make_embedder
+from ingestion.embedder import ModelEmbedder, make_embedder
 from retrieval.answers import AnswerCache, MemoryAnswerCache, RedisAnswerCache
 from retrieval.cache import EmbeddingCache, MemoryCache, RedisCache
 from retrieval.cached_embedder import CachedEmbedder
 from retrieval.errors import CacheUnavailableError, StoreUnavailableError
-from retrieval.generation.base import GenerationBackend
 from retrieval.generation.catalog import RouteCatalog
 from retrieval.generation.evidence import EvidenceGate
 from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.rerank import make_reranker
-from retrieval.resilience import MAX_IN_FLIGHT, Breakers, GuardedBackend, GuardedStore
+from retrieval.resilience import Breakers
 from retrieval.stores import make_store
 from retrieval.stores.base import VectorStore
 from workers.celery_app import CeleryConfig, CeleryQueue, create_celery
@@ -177,16 +167,11 @@ class Platform:
             checks["vector_store"] = "ok"
         except StoreUnavailableError as exc:
             checks["vector_store"] = f"degraded: {exc}"
-        # Fault drills wrap the cache; the Redis one underneath is what to ask.
-        cache = getattr(self.query.cache, "inner", self.query.cache)
-        if isinstance(cache, RedisCache):
-            try:
-                cache.ping()
-                checks["cache"] = "ok"
-            except CacheUnavailableError as exc:
-                checks["cache"] = f"degraded: {exc}"
-        else:
-            checks["cache"] = "ok (in-process)"
+        try:
+            self.query.cache.ping()
+            checks["cache"] = "ok" if self.settings.redis_url else "ok (in-process)"
+        except CacheUnavailableError as exc:
+            checks["cache"] = f"degraded: {exc}"
         depth = self.queue.depth()
         if not self.distributed:
             checks["broker"] = "ok (in-process)"
@@ -203,14 +188,9 @@ class Platform:
         for encoder in self.encoders:
             encoder.close()
         self.store.close()
-        cache = self.query.cache
-        cache = cache.inner if isinstance(cache, FaultyCache) else cache
-        if isinstance(cache, RedisCache):
-            cache.close()
-        answers = self.query.answers
-        answers = answers.inner if isinstance(answers, FaultyAnswerCache) else answers
-        if isinstance(answers, RedisAnswerCache):
-            answers.close()
+        self.query.cache.close()  # shared with indexing
+        if self.query.answers is not None:  # shared with indexing
+            self.query.answers.close()
         if self.faults is not None:
             self.faults.close()
         self.engine.dispose()
@@ -233,64 +213,6 @@ def make_answer_cache(settings: Settings) -> AnswerCache:
     if settings.redis_url:
         return RedisAnswerCache(settings.redis_url, settings.answers, settings.cache)
     return MemoryAnswerCache(settings.answers)
-
-
-@dataclass(frozen=True)
-class Guarded:
-    """The adapters that resilience wraps: the store behind its breaker and timeouts, and, with
-    ``SHOAL_ENABLE_FAULTS``, everything behind the fault registry."""
-
-    store: GuardedStore
-    model: Embedder
-    cache: EmbeddingCache
-    answers: AnswerCache
-    breakers: Breakers
-    faults: FaultRegistry | None
-
-    def backend(self, generator: str, index: int, backend: GenerationBackend) -> GenerationBackend:
-        """Endpoint ``index`` of ``generator`` behind its own breaker (a RouteCatalog wrap)."""
-        if self.faults is not None:
-            backend = FaultyBackend(backend, self.faults)
-        breaker = self.breakers.get(f"generator:{generator}:{index}")
-        track_breaker(breaker.name, lambda: breaker.state)
-        return GuardedBackend(backend, breaker)
-
-    def queue(self, queue: TaskQueue) -> TaskQueue:
-        return queue if self.faults is None else FaultyQueue(queue, self.faults)
-
-
-def guard(
-    settings: Settings,
-    *,
-    store: VectorStore,
-    model: ModelEmbedder,
-    cache: EmbeddingCache,
-    answers: AnswerCache,
-) -> Guarded:
-    """Wrap the real adapters: fault injection innermost (so breakers see drills as outages),
-    then the store's breaker and timeouts."""
-    faults = (
-        make_fault_registry(settings.redis_url, settings.cache) if settings.enable_faults else None
-    )
-    breakers = Breakers(settings.breaker, on_transition=record_breaker_transition)
-    store_breaker = breakers.get("vector_store")
-    track_breaker(store_breaker.name, lambda: store_breaker.state)
-    embedder: Embedder = model
-    if faults is not None:
-        store = FaultyStore(store, faults)
-        embedder = FaultyEmbedder(model, faults)
-        cache = FaultyCache(cache, faults)
-        answers = FaultyAnswerCache(answers, faults)
-    guarded_store = GuardedStore(
-        store,
-        store_breaker,
-        read_timeout_s=settings.store_timeout_s,
-        write_timeout_s=settings.store_write_timeout_s,
-        # Room for every indexing thread and AnyIO's 40 request threads; only stalled calls
-        # fill it (then calls fail at once instead of queueing behind them).
-        max_in_flight=max(MAX_IN_FLIGHT, settings.workers.concurrency + 64),
-    )
-    return Guarded(guarded_store, embedder, cache, answers, breakers, faults)
 
 
 def make_limits(settings: Settings) -> RateLimits:

@@ -74,6 +74,14 @@ class AnswerCache(Protocol):
         """Store ``answer`` under ``key`` for the configured TTL."""
         ...
 
+    def ping(self) -> None:
+        """Check that the cache answers; an in-process cache always does."""
+        ...
+
+    def close(self) -> None:
+        """Release connections, if any."""
+        ...
+
 
 def invalidate(cache: AnswerCache | None, namespace_id: str) -> None:
     """Bump the namespace's generation; a cache failure is logged, never raised."""
@@ -133,6 +141,12 @@ class MemoryAnswerCache:
         with self._lock:
             return len(self._entries)
 
+    def ping(self) -> None:
+        """In process: always answers."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class RedisAnswerCache:
     """Answers in Redis: ``SET ... EX ttl_s`` of their JSON; generations are ``INCR`` counters.
@@ -178,6 +192,10 @@ class RedisAnswerCache:
     def put(self, key: str, answer: CachedAnswer) -> None:
         data = json.dumps(answer)
         self._call(lambda: self._client.set(f"{self._prefix}{key}", data, ex=self._ttl_s))
+
+    def ping(self) -> None:
+        """Ask Redis whether it answers, cool-down or not (raises CacheUnavailableError)."""
+        redis_call(self._cooldown, "answer cache", self._client.ping)
 
     def close(self) -> None:
         self._client.close()

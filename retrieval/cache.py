@@ -114,6 +114,18 @@ class EmbeddingCache(Protocol):
         """Store each vector under its key, possibly evicting others."""
         ...
 
+    def ping(self) -> None:
+        """Check that the cache answers (readiness); an in-process cache always does.
+
+        Raises:
+            CacheUnavailableError: it does not.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections, if any."""
+        ...
+
 
 def _to_bytes(vector: VectorLike) -> bytes:
     return np.asarray(vector, dtype=_STORED).tobytes()
@@ -172,6 +184,12 @@ class MemoryCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def ping(self) -> None:
+        """In process: always answers."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class RedisCache:

@@ -237,10 +237,6 @@ class GuardedStore:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._max_in_flight = max_in_flight
 
-    @property
-    def inner(self) -> VectorStore:
-        return self._store
-
     def check_open(self) -> None:
         """Raise :class:`StoreUnavailableError` now if the breaker would refuse a call.
 

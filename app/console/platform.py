@@ -23,10 +23,10 @@ from app.console.web import (
 )
 from app.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.gateway.deps import PlatformDep, SessionDep
+from app.guards.faults import TARGETS, FaultRegistry, FaultRegistryUnavailableError, new_fault
 from app.platform import Platform
 from app.schemas import FaultCreate, TenantCreate
 from app.services import tenants
-from app.services.faults import TARGETS, FaultRegistry, FaultRegistryUnavailableError, new_fault
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 

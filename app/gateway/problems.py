@@ -32,7 +32,7 @@ from app.errors import (
     RateLimitedError,
 )
 from app.gateway.openai_errors import is_openai_path, openai_error_body
-from app.services.faults import FaultRegistryUnavailableError
+from app.guards.faults import FaultRegistryUnavailableError
 from app.services.limits import rate_limit_headers
 from ingestion.errors import DocumentTooLargeError, ParseError, UnsupportedMediaError
 from retrieval.errors import (

@@ -62,15 +62,23 @@ class Decision:
 
 
 class Limiter(Protocol):
+    """What :class:`~app.services.limits.RateLimits` draws from: a :class:`LocalLimiter`, or a
+    :class:`FailoverLimiter` in front of Redis."""
+
     name: str
 
     def draw(self, charges: Sequence[Charge]) -> Decision:
         """Take every charge's cost from its bucket, or none if any bucket lacks it."""
         ...
 
-    def give(self, charges: Sequence[Charge]) -> None:
+    def give(self, charges: Sequence[Charge], *, engine: str) -> None:
         """Adjust buckets unconditionally: a negative cost refunds (up to the capacity), a
-        positive one charges, possibly into debt."""
+        positive one charges, possibly into debt. ``engine`` is the one that made the
+        reservation (:attr:`Decision.engine`)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections, if any."""
         ...
 
 
@@ -121,11 +129,15 @@ class LocalLimiter:
         )
         return Decision(allowed, wait, states, self.name)
 
-    def give(self, charges: Sequence[Charge]) -> None:
+    def give(self, charges: Sequence[Charge], *, engine: str = "local") -> None:
+        """Adjust the buckets (``engine``: always this one, the only one in play)."""
         with self._lock:
             now = self._clock()
             for c in charges:
                 self._store(c, min(self._limit(c), self._level(c, now) - c.cost), now)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def _forget_full(self, now: float) -> None:
         # A bucket idle for a whole window is full again: its entry says nothing a missing

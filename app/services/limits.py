@@ -46,7 +46,7 @@ import structlog
 
 from app.errors import RateLimitedError
 from app.metrics import RATE_LIMITED
-from app.services.limiters import Charge, Decision, FailoverLimiter, LocalLimiter
+from app.services.limiters import Charge, Decision, Limiter
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ class RateLimits:
 
     def __init__(
         self,
-        limiter: LocalLimiter | FailoverLimiter,
+        limiter: Limiter,
         *,
         default_requests_per_minute: int | None = None,
         default_tokens_per_minute: int | None = None,
@@ -146,10 +146,7 @@ class RateLimits:
             return
         delta = used - reservation.tokens
         charges = [Charge(c.bucket, c.limit, delta) for c in reservation.charges]
-        if isinstance(self.limiter, FailoverLimiter):
-            self.limiter.give(charges, engine=reservation.engine)
-        else:
-            self.limiter.give(charges)
+        self.limiter.give(charges, engine=reservation.engine)
 
     def _draw(self, charges: list[Charge], quota: str, cost: int) -> Decision:
         for charge in charges:
@@ -179,8 +176,7 @@ class RateLimits:
         return decision
 
     def close(self) -> None:
-        if isinstance(self.limiter, FailoverLimiter):
-            self.limiter.close()
+        self.limiter.close()
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.services.faults import (
+from app.guards.faults import (
     Fault,
     FaultRegistryUnavailableError,
     MemoryFaults,

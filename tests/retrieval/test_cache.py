@@ -77,6 +77,12 @@ class BrokenCache:
     def put_many(self, items: Mapping[str, VectorLike]) -> None:
         raise ConnectionError("cache backend down")
 
+    def ping(self) -> None:
+        raise ConnectionError("cache backend down")
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize(
     "variant",

@@ -4,7 +4,7 @@ upload's commit and its publish (the reaper again, once the broker is back).
 
 One worker per broker serves the whole module, as a deployed one would: reaper on (every 1 s,
 for documents untouched 8 s), ``SHOAL_WORKERS__MAX_ATTEMPTS=3``, and fault drills on. The
-store's failures are drills (:mod:`app.services.faults`) that the test writes to the Redis
+store's failures are drills (:mod:`app.guards.faults`) that the test writes to the Redis
 registry the worker reads, so the worker's real store raises what a real outage raises, inside
 its real breaker. Counts of indexings come from the worker's own ``shoal_documents_total``.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from app.db.models import Document, DocumentState, Namespace
+from app.guards.faults import REFRESH_S, Fault, RedisFaults, new_fault
 from app.services.documents import UploadItem
-from app.services.faults import REFRESH_S, Fault, RedisFaults, new_fault
 from app.settings import Settings, WorkerConfig
 from ingestion.embedder import ModelEmbedder
 from retrieval.config import CacheConfig

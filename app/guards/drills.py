@@ -1,10 +1,11 @@
-"""Wrappers that inject the registry's faults (:mod:`app.services.faults`) into real adapters.
+"""Wrappers that inject the registry's faults (:mod:`app.guards.faults`) into real adapters.
 
-Each wrapper has its adapter's interface, consults the registry before each call and then
+Each wrapper has its adapter's whole interface, consults the registry before each call and then
 delegates: in ``error`` mode the call fails with the error the real dependency's outage raises
 (so the code above reacts exactly as it would to the real thing), in ``delay`` mode it waits
-first. ``close`` and pure bookkeeping (token counts, model ids, queue depth in delay mode) are
-never faulted.
+first. ``ping`` is faulted like any call (readiness reports a drill as it would the outage);
+``close`` and pure bookkeeping (token counts, model ids, queue depth in delay mode) are never
+faulted. The wrapped adapter is private: nothing above reaches past a wrapper.
 
 - ``vector_store``: the vector store, inside its breaker; ``StoreUnavailableError``.
 - ``embedder``: the embedding model (queries and indexing); ``EmbeddingUnavailableError``.
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from app.services.faults import FaultRegistry, Target, strike
+from app.guards.faults import FaultRegistry, Target, strike
 from ingestion.embedder import Embedder
 from retrieval.answers import AnswerCache, CachedAnswer
 from retrieval.cache import EmbeddingCache, Vector, VectorLike
@@ -53,7 +54,7 @@ class FaultyStore:
     """A :class:`~retrieval.stores.base.VectorStore` subject to ``vector_store`` faults."""
 
     def __init__(self, store: VectorStore, faults: FaultRegistry) -> None:
-        self.inner = store
+        self._inner = store
         self._faults = faults
 
     def _strike(self) -> None:
@@ -63,34 +64,34 @@ class FaultyStore:
 
     def ensure_collection(self, name: str, spec: CollectionSpec) -> None:
         self._strike()
-        self.inner.ensure_collection(name, spec)
+        self._inner.ensure_collection(name, spec)
 
     def drop_collection(self, name: str) -> None:
         self._strike()
-        self.inner.drop_collection(name)
+        self._inner.drop_collection(name)
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         self._strike()
-        self.inner.upsert(name, points)
+        self._inner.upsert(name, points)
 
     def search(self, name: str, request: SearchRequest) -> list[Hit]:
         self._strike()
-        return self.inner.search(name, request)
+        return self._inner.search(name, request)
 
     def delete(self, name: str, *, where: Where) -> None:
         self._strike()
-        self.inner.delete(name, where=where)
+        self._inner.delete(name, where=where)
 
     def count(self, name: str, *, where: Where, filter: Expr | None = None) -> int:
         self._strike()
-        return self.inner.count(name, where=where, filter=filter)
+        return self._inner.count(name, where=where, filter=filter)
 
     def ping(self) -> None:
         self._strike()
-        self.inner.ping()
+        self._inner.ping()
 
     def close(self) -> None:
-        self.inner.close()
+        self._inner.close()
 
 
 class FaultyEmbedder:
@@ -98,47 +99,47 @@ class FaultyEmbedder:
     also serves queries)."""
 
     def __init__(self, embedder: Embedder, faults: FaultRegistry) -> None:
-        self.inner = embedder
+        self._inner = embedder
         self._faults = faults
 
     @property
     def model_id(self) -> str:
-        return self.inner.model_id
+        return self._inner.model_id
 
     @property
     def dimension(self) -> int:
-        return self.inner.dimension
+        return self._inner.dimension
 
     @property
     def max_seq_length(self) -> int:
-        return self.inner.max_seq_length
+        return self._inner.max_seq_length
 
     def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+        return self._inner.count_tokens(text)
 
     def encode(
         self, texts: Sequence[str], *, token_counts: Sequence[int] | None = None
     ) -> npt.NDArray[np.float32]:
         strike(self._faults, "embedder", lambda: EmbeddingUnavailableError(_message("embedder")))
-        return self.inner.encode(texts, token_counts=token_counts)
+        return self._inner.encode(texts, token_counts=token_counts)
 
 
 class FaultyBackend:
     """A generation backend subject to ``generator`` faults."""
 
     def __init__(self, backend: GenerationBackend, faults: FaultRegistry) -> None:
-        self.inner = backend
+        self._inner = backend
         self._faults = faults
 
     @property
     def name(self) -> str:
-        return self.inner.name
+        return self._inner.name
 
     def _strike(self) -> None:
         strike(
             self._faults,
             "generator",
-            lambda: GenerationUnavailableError(_message("generator"), backend=self.inner.name),
+            lambda: GenerationUnavailableError(_message("generator"), backend=self._inner.name),
         )
 
     def generate(
@@ -150,7 +151,7 @@ class FaultyBackend:
         options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Answer:
         self._strike()
-        return self.inner.generate(question, question_vector, passages, options=options)
+        return self._inner.generate(question, question_vector, passages, options=options)
 
     def stream(
         self,
@@ -161,14 +162,14 @@ class FaultyBackend:
         options: GenerationOptions = DEFAULT_OPTIONS,
     ) -> Iterator[StreamEvent]:
         self._strike()
-        yield from self.inner.stream(question, question_vector, passages, options=options)
+        yield from self._inner.stream(question, question_vector, passages, options=options)
 
 
 class FaultyCache:
     """An embedding cache subject to ``cache`` faults."""
 
     def __init__(self, cache: EmbeddingCache, faults: FaultRegistry) -> None:
-        self.inner = cache
+        self._inner = cache
         self._faults = faults
 
     def _strike(self) -> None:
@@ -176,26 +177,33 @@ class FaultyCache:
 
     def get(self, key: str) -> Vector | None:
         self._strike()
-        return self.inner.get(key)
+        return self._inner.get(key)
 
     def put(self, key: str, vector: VectorLike) -> None:
         self._strike()
-        self.inner.put(key, vector)
+        self._inner.put(key, vector)
 
     def get_many(self, keys: Sequence[str]) -> list[Vector | None]:
         self._strike()
-        return self.inner.get_many(keys)
+        return self._inner.get_many(keys)
 
     def put_many(self, items: Mapping[str, VectorLike]) -> None:
         self._strike()
-        self.inner.put_many(items)
+        self._inner.put_many(items)
+
+    def ping(self) -> None:
+        self._strike()
+        self._inner.ping()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class FaultyAnswerCache:
     """An answer cache subject to ``cache`` faults."""
 
     def __init__(self, cache: AnswerCache, faults: FaultRegistry) -> None:
-        self.inner = cache
+        self._inner = cache
         self._faults = faults
 
     def _strike(self) -> None:
@@ -203,19 +211,26 @@ class FaultyAnswerCache:
 
     def generation(self, namespace_id: str) -> int:
         self._strike()
-        return self.inner.generation(namespace_id)
+        return self._inner.generation(namespace_id)
 
     def invalidate(self, namespace_id: str) -> None:
         self._strike()
-        self.inner.invalidate(namespace_id)
+        self._inner.invalidate(namespace_id)
 
     def get(self, key: str) -> CachedAnswer | None:
         self._strike()
-        return self.inner.get(key)
+        return self._inner.get(key)
 
     def put(self, key: str, answer: CachedAnswer) -> None:
         self._strike()
-        self.inner.put(key, answer)
+        self._inner.put(key, answer)
+
+    def ping(self) -> None:
+        self._strike()
+        self._inner.ping()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class FaultyQueue:
@@ -223,18 +238,18 @@ class FaultyQueue:
     and ``depth`` reads -1 (unreachable) in ``error`` mode."""
 
     def __init__(self, queue: TaskQueue, faults: FaultRegistry) -> None:
-        self.inner = queue
+        self._inner = queue
         self._faults = faults
 
     def enqueue(self, document_id: str, *, priority: int = 0) -> None:
         strike(self._faults, "broker", lambda: ConnectionError(_message("broker")))
-        self.inner.enqueue(document_id, priority=priority)
+        self._inner.enqueue(document_id, priority=priority)
 
     def depth(self) -> int:
         fault = self._faults.find("broker")
         if fault is not None and fault.mode == "error":
             return -1
-        return self.inner.depth()
+        return self._inner.depth()
 
     def close(self, *, wait: bool = True) -> None:
-        self.inner.close(wait=wait)
+        self._inner.close(wait=wait)

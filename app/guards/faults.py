@@ -1,7 +1,7 @@
 """Fault drills: faults injected into the real adapters on an operator's request.
 
 With ``SHOAL_ENABLE_FAULTS=true`` the platform wraps its vector store, embedding model, LLM
-generation backends, caches and task queue (:mod:`app.services.fault_adapters`); each wrapper
+generation backends, caches and task queue (:mod:`app.guards.drills`); each wrapper
 consults a :class:`FaultRegistry` before every call. A fault names a target, a mode (``error``:
 the call fails as the real dependency would; ``delay``: it waits ``delay_ms`` first, then goes
 on) and optionally a TTL. One fault per target: a new one replaces the previous.
