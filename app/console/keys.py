@@ -27,7 +27,7 @@ from app.db.models import Usage
 from app.errors import InvalidRequestError
 from app.gateway.deps import PlatformDep, SessionDep
 from app.platform import Platform
-from app.schemas import KeyCreate
+from app.schemas.keys import KeyCreate
 from app.services import keys, tenants, usage
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)

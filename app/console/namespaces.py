@@ -24,7 +24,7 @@ from app.console.web import (
 from app.db.models import DocumentState, Namespace
 from app.errors import ConflictError, InvalidRequestError, ShoalError
 from app.gateway.deps import PlatformDep, SessionDep
-from app.schemas import NamespaceCreate
+from app.schemas.namespaces import NamespaceCreate
 from app.services import documents, jobs, namespaces
 from app.services.documents import UploadItem
 from app.services.keys import ADMIN, WRITE, TenantAccess, authorize_tenant_scope

@@ -25,7 +25,8 @@ from app.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.gateway.deps import PlatformDep, SessionDep
 from app.guards.faults import TARGETS, FaultRegistry, FaultRegistryUnavailableError, new_fault
 from app.platform import Platform
-from app.schemas import FaultCreate, TenantCreate
+from app.schemas.faults import FaultCreate
+from app.schemas.tenants import TenantCreate
 from app.services import tenants
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)

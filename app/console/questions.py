@@ -21,7 +21,7 @@ from app.console.web import (
 )
 from app.errors import ShoalError
 from app.gateway.deps import PlatformDep, SessionDep, caller_quotas
-from app.schemas import QueryRequest
+from app.schemas.query import QueryRequest
 from app.services import namespaces
 from app.services.keys import QUERY, authorize_tenant_scope
 from app.services.query import answer_question, search_namespace

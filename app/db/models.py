@@ -128,7 +128,7 @@ class Namespace(Base):
     embedding_dimension: Mapped[int] = mapped_column(Integer)
     indexed_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     routes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # Overrides of the server's search defaults (app.schemas.SearchSettings); {} for none.
+    # Overrides of the server's search defaults (app.schemas.namespaces.SearchSettings); {}: none.
     search: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 

@@ -26,14 +26,9 @@ from app.gateway.problems import Problem, describe
 from app.mcp.auth import caller_of
 from app.metrics import MCP_TOOL_CALLS
 from app.platform import Platform
-from app.schemas import (
-    DocumentIn,
-    JobPublic,
-    NamespacePublic,
-    QueryAnswer,
-    SearchResults,
-    UploadAccepted,
-)
+from app.schemas.documents import DocumentIn, JobPublic, UploadAccepted
+from app.schemas.namespaces import NamespacePublic
+from app.schemas.query import QueryAnswer, SearchResults
 from app.services import jobs, namespaces
 from app.services.documents import upload
 from app.services.keys import (

@@ -7,16 +7,8 @@ from fastapi import APIRouter, Response
 from app.db.models import ApiKey
 from app.errors import PermissionDeniedError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
-from app.schemas import (
-    KeyCreate,
-    KeyCreated,
-    KeyPublic,
-    KeyUpdate,
-    TenantCreate,
-    TenantPublic,
-    TenantUpdate,
-    UsagePublic,
-)
+from app.schemas.keys import KeyCreate, KeyCreated, KeyPublic, KeyUpdate
+from app.schemas.tenants import TenantCreate, TenantPublic, TenantUpdate, UsagePublic
 from app.services import keys, tenants, usage
 from app.services.keys import Caller
 

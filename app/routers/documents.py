@@ -14,12 +14,7 @@ from starlette.datastructures import UploadFile
 from app.db.models import Document
 from app.errors import InvalidRequestError, PayloadTooLargeError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
-from app.schemas import (
-    DocumentPage,
-    DocumentPublic,
-    DocumentsUpload,
-    UploadAccepted,
-)
+from app.schemas.documents import DocumentPage, DocumentPublic, DocumentsUpload, UploadAccepted
 from app.services import documents, namespaces
 from app.services.documents import UploadItem
 from app.services.idempotency import KEY_TTL, MAX_KEY_LENGTH, make_claim, request_hash

@@ -12,7 +12,7 @@ from app.errors import NotFoundError, PermissionDeniedError
 from app.gateway.deps import CallerDep, PlatformDep
 from app.guards.faults import Fault, FaultRegistry, new_fault
 from app.platform import Platform
-from app.schemas import FaultCreate, FaultPublic
+from app.schemas.faults import FaultCreate, FaultPublic
 from app.services.keys import Caller
 
 router = APIRouter(prefix="/v1/admin/faults", tags=["admin"])

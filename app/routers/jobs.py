@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.db.models import DocumentState
 from app.gateway.deps import CallerDep, SessionDep
-from app.schemas import JobPublic
+from app.schemas.documents import JobPublic
 from app.services import jobs
 from app.services.keys import WRITE, authorize_tenant_scope
 

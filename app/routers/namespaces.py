@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import InvalidRequestError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.platform import Platform
-from app.schemas import NamespaceCreate, NamespacePublic, NamespaceUpdate
+from app.schemas.namespaces import NamespaceCreate, NamespacePublic, NamespaceUpdate
 from app.services import namespaces
 from app.services.keys import (
     ADMIN,

@@ -7,7 +7,7 @@ last ``user`` message with the platform's own answer (:mod:`app.services.query`,
 does): earlier turns are not used, as retrieval takes one question and rewriting it from the
 conversation would need a model call the extractive default does not have. The answer's
 citations, ``answerable``, route and degradation ride on the message (on a stream, on the chunk
-that finishes it: :class:`app.openai_schemas.ShoalAnswerFields`). Keys, scopes, limits, breakers
+that finishes it: :class:`app.schemas.openai.ShoalAnswerFields`). Keys, scopes, limits, breakers
 and degraded answers are the platform's; errors come in OpenAI's shape
 (:mod:`app.gateway.openai_errors`).
 """
@@ -32,7 +32,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.errors import InvalidRequestError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep, caller_quotas
-from app.openai_schemas import (
+from app.platform import Platform
+from app.routers.query import closing, retry_after_headers, route_headers
+from app.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -50,9 +52,7 @@ from app.openai_schemas import (
     ModelList,
     ModelPublic,
 )
-from app.platform import Platform
-from app.routers.query import closing, retry_after_headers, route_headers
-from app.schemas import QueryAnswer
+from app.schemas.query import QueryAnswer
 from app.services import namespaces
 from app.services.embeddings import embed_texts
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
@@ -288,7 +288,7 @@ def _stream(
 
 
 def _fields(answer: QueryAnswer) -> dict[str, Any]:
-    """The platform's fields of ``answer`` (:class:`app.openai_schemas.ShoalAnswerFields`)."""
+    """The platform's fields of ``answer`` (:class:`app.schemas.openai.ShoalAnswerFields`)."""
     return {
         "answerable": answer.answerable,
         "abstain_reason": answer.abstain_reason,

@@ -32,12 +32,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep, caller_quotas
 from app.platform import Platform
-from app.schemas import (
-    QueryAnswer,
-    QueryRequest,
-    SearchQuery,
-    SearchResults,
-)
+from app.schemas.query import QueryAnswer, QueryRequest, SearchQuery, SearchResults
 from app.services.keys import QUERY, Caller, authorize_tenant_scope
 from app.services.query import answer_question, search_namespace, stream_answer
 from app.services.questions import StreamEnd, StreamStart

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from app.main import create_app
-from app.schemas import SearchSettings
+from app.schemas.namespaces import SearchSettings
 from app.settings import RetrievalConfig, Settings
 from retrieval.config import SearchOptions
 from retrieval.stores.base import SearchRequest

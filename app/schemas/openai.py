@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.schemas import CitationPublic, RoutePublic, Strict
+from app.schemas.common import Strict
+from app.schemas.query import CitationPublic, RoutePublic
 from retrieval.generation.base import AbstainReason
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
