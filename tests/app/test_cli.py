@@ -103,18 +103,18 @@ def test_duplicate_tenant_name_is_refused(database: str) -> None:
 def test_replicas_starting_together_install_the_bootstrap_key_once(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app import cli
+    from app.cli.server import bootstrap
     from app.db.migrate import upgrade
 
     token = "shoal_0123456789abcdef_" + "s" * 43
     monkeypatch.setenv("SHOAL_BOOTSTRAP_KEY", token)
     get_settings.cache_clear()
     upgrade(database)
-    cli._bootstrap(get_settings())
+    bootstrap(get_settings())
     # The other replica checked for a platform key before the first one committed.
     monkeypatch.setattr(keys, "has_any_platform_key", lambda _session: False)
 
-    cli._bootstrap(get_settings())  # no IntegrityError: the key is there, that is enough
+    bootstrap(get_settings())  # no IntegrityError: the key is there, that is enough
 
     with make_session_factory(make_engine(database))() as session:
         assert keys.authenticate(session, token).is_platform
