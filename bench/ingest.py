@@ -43,8 +43,8 @@ from app.db.models import Document, DocumentState
 from app.logging import configure_logging
 from app.platform import Platform, build_platform
 from app.services import documents, namespaces, tenants
-from app.services.documents import UploadItem
 from app.services.indexing import prepare_chunks
+from app.services.uploads import UploadItem
 from app.settings import Settings
 from ingestion.embedder import resolve_backend, resolve_model_path
 from ingestion.onnx_embedder import OnnxEmbedder

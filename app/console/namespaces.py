@@ -26,8 +26,8 @@ from app.errors import ConflictError, InvalidRequestError, ShoalError
 from app.gateway.deps import PlatformDep, SessionDep
 from app.schemas.namespaces import NamespaceCreate
 from app.services import documents, jobs, namespaces
-from app.services.documents import UploadItem
 from app.services.keys import ADMIN, WRITE, TenantAccess, authorize_tenant_scope
+from app.services.uploads import UploadItem
 from ingestion.errors import IngestionError
 from retrieval.errors import StoreError
 

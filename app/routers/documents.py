@@ -16,9 +16,9 @@ from app.errors import InvalidRequestError, PayloadTooLargeError
 from app.gateway.deps import CallerDep, PlatformDep, SessionDep
 from app.schemas.documents import DocumentPage, DocumentPublic, DocumentsUpload, UploadAccepted
 from app.services import documents, namespaces
-from app.services.documents import UploadItem
 from app.services.idempotency import KEY_TTL, MAX_KEY_LENGTH, make_claim, request_hash
 from app.services.keys import WRITE, authorize_tenant_reader, authorize_tenant_scope
+from app.services.uploads import UploadItem
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/documents", tags=["documents"])
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from app.errors import InvalidRequestError
 from app.schemas.common import Strict
-from app.services.documents import UploadItem
 from app.services.jobs import JobStatus
+from app.services.uploads import UploadItem
 
 
 class DocumentIn(Strict):

@@ -33,8 +33,8 @@ from sqlalchemy import func, select
 from app.db.models import Document, DocumentState, Namespace
 from app.platform import Platform
 from app.services import documents, namespaces
-from app.services.documents import UploadItem
 from app.services.search import retrieve
+from app.services.uploads import UploadItem
 from app.settings import Settings
 from ingestion.embedder import Embedder
 from retrieval import references as raw

@@ -32,7 +32,7 @@ from app.db.models import IdempotencyKey, utcnow
 from app.errors import IdempotencyKeyReusedError, InvalidRequestError
 
 if TYPE_CHECKING:  # documents imports this module
-    from app.services.documents import UploadItem
+    from app.services.uploads import UploadItem
 
 HEADER = "Idempotency-Key"
 KEY_TTL = dt.timedelta(hours=24)

@@ -10,8 +10,8 @@ import pytest
 
 from app.db.session import make_engine, make_session_factory
 from app.services import documents, namespaces
-from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
+from app.services.uploads import UploadItem
 from ingestion.embedder import ModelEmbedder
 from tests.api.conftest import assert_problem, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api, make_settings, start_api

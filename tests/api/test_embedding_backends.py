@@ -15,8 +15,8 @@ from app.db.models import Namespace
 from app.errors import EmbeddingModelMismatchError
 from app.gateway.problems import problem_for
 from app.services import documents, namespaces
-from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
+from app.services.uploads import UploadItem
 from ingestion.embedder import ModelEmbedder
 from ingestion.onnx_embedder import OnnxEmbedder
 from tests.api.conftest import make_namespace, make_tenant, mcp_in_process, upload, wait_for_job

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import IdempotencyKey, Job, Namespace, utcnow
 from app.errors import IdempotencyKeyReusedError, InvalidRequestError
 from app.services import documents, tenants
-from app.services.documents import UploadItem, UploadResult
+from app.services.documents import UploadResult
 from app.services.idempotency import MAX_KEY_LENGTH, make_claim, request_hash
+from app.services.uploads import UploadItem
 from retrieval.stores.edge import EdgeStore
 from tests.app.test_storage import count, make_tenant_with_namespace
 

@@ -10,7 +10,7 @@ import pytest
 
 from app.db.models import Document, DocumentState, Job, Namespace
 from app.services import documents, indexing, tenants
-from app.services.documents import UploadItem
+from app.services.uploads import UploadItem
 from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.embedder import ModelEmbedder
 from retrieval.stores import EdgeStore

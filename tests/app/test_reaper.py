@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, utcnow
 from app.services import documents
-from app.services.documents import UploadItem
 from app.services.reaper import requeue_stuck
+from app.services.uploads import UploadItem
 from tests.app.test_storage import make_tenant_with_namespace
 from workers.fairness import HIGHEST, LOWEST
 

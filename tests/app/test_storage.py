@@ -13,7 +13,7 @@ from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage, utcno
 from app.db.session import make_engine, normalise_database_url
 from app.errors import AuthenticationError, ConflictError, NotFoundError
 from app.services import documents, keys, tenants, usage
-from app.services.documents import UploadItem
+from app.services.uploads import UploadItem
 from retrieval.stores.edge import EdgeStore
 
 

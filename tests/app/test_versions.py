@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, Namespace
 from app.services import documents, versions
-from app.services.documents import UploadItem
+from app.services.uploads import UploadItem
 from tests.app.test_storage import make_tenant_with_namespace
 
 

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentState, Namespace
 from app.services import documents, tenants
-from app.services.documents import UploadItem
 from app.services.scheduling import enqueue_fairly
+from app.services.uploads import UploadItem
 from harness import servers
 from ingestion.config import EmbeddingConfig
 from tests.conftest import free_port

@@ -21,7 +21,7 @@ import pytest
 
 from app.db.models import Document, DocumentState, Namespace
 from app.guards.faults import REFRESH_S, Fault, RedisFaults, new_fault
-from app.services.documents import UploadItem
+from app.services.uploads import UploadItem
 from app.settings import Settings, WorkerConfig
 from ingestion.embedder import ModelEmbedder
 from retrieval.config import CacheConfig
