@@ -8,8 +8,9 @@ once, cached, and its handle shared by every thread; the API server and an in-pr
 share one :class:`EdgeStore`. A multi-process deployment uses the Qdrant server instead.
 
 Edge raises bare ``Exception`` (and ``TypeError`` for a badly typed argument) with no exception
-hierarchy of its own, so every call into it is wrapped by :func:`_engine_errors`, which tells a
-refused request from a failure by the message.
+hierarchy of its own, so every call into it is wrapped by
+:func:`retrieval.stores.edge_terms.engine_errors`, which tells a refused request from a failure
+by the message. That module also says Shoal's requests (indexes, filters, fusion) in Edge's terms.
 
 An open shard reads from memory maps, so a shard directory removed under a running store (or
 moved, or replaced by a file) would go unnoticed by searches, and its writes would go to a
@@ -24,150 +25,39 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import overload
 
-import numpy as np
 import qdrant_edge as edge
 import structlog
 
 from retrieval import filters as f
 from retrieval.errors import StoreRequestError, StoreUnavailableError
 from retrieval.stores.base import (
-    TENANT_FIELD,
     TEXT_FIELD,
     CollectionSpec,
     Hit,
     Point,
-    Scalar,
     SearchRequest,
     Where,
     check_collection_name,
     cosines,
     payload_indexes,
 )
+from retrieval.stores.edge_terms import (
+    engine_errors,
+    index_params,
+    text_index,
+    to_filter,
+    to_fusion,
+)
 
 # Seconds between flushes of a shard's segments (see EdgeStore._flush_if_due).
 FLUSH_INTERVAL_S = 5.0
 # Edge writes this file when it creates a shard; a directory without it holds no shard.
 _SHARD_MARKER = "edge_config.json"
-# How Edge's messages (Qdrant's OperationError, the only detail it gives) begin when the request
-# was at fault: the variants the Qdrant server answers 400 rather than 500. The tests pin
-# the ones Shoal can cause (a vector of the wrong dimension, BM25 without a text index).
-_REFUSALS = (
-    "Vector dimension error",
-    "Not existing vector name",
-    "No point with id",
-    "Payload type does not match",
-    "Unable to infer type",
-    "Validation failed",
-    "Wrong input",
-    "Wrong usage of",
-    "No range index",
-    "No appropriate index",
-)
-
 log = structlog.get_logger(__name__)
-
-
-def _index_params(field: str, field_type: str) -> edge.PayloadSchemaParams:
-    if field_type == "keyword":
-        return edge.KeywordIndexParams(is_tenant=True if field == TENANT_FIELD else None)
-    if field_type == "integer":
-        return edge.IntegerIndexParams(lookup=True, range=True)
-    if field_type == "float":
-        return edge.FloatIndexParams()
-    if field_type == "bool":
-        return edge.BoolIndexParams()
-    return edge.DatetimeIndexParams()  # payload_indexes admits no other type
-
-
-def _text_index() -> edge.TextIndexParams:
-    # English word tokens, lowercased, stop words dropped, Snowball-stemmed; BM25 scoring.
-    return edge.TextIndexParams(
-        tokenizer=edge.TokenizerType.Word,
-        lowercase=True,
-        stopwords=edge.Language.English,
-        stemmer=edge.SnowballParams(edge.SnowballLanguage.English),
-        scoring=True,
-    )
-
-
-def _match(value: str | int | bool) -> edge.MatchValue:
-    if isinstance(value, bool):
-        # Edge 0.9 reads MatchValue(True) as the integer 1 (its Rust side tries str, then int,
-        # then bool, and Python's bool is an int), which never equals a stored boolean.
-        # numpy.bool_ is not an int, so it reaches the bool variant; the stub does not list it.
-        # The contract suite's boolean filter test pins this.
-        return edge.MatchValue(np.bool_(value))  # type: ignore[arg-type]
-    return edge.MatchValue(value)
-
-
-def _equals(key: str, kind: str | None, value: Scalar) -> edge.FieldCondition:
-    if kind == "datetime":
-        return edge.FieldCondition(
-            key=key, range=edge.RangeDateTime(gte=str(value), lte=str(value))
-        )
-    if isinstance(value, float) or kind == "float":
-        # MatchValue takes no floats; a closed range of one point is float equality.
-        point = float(value)
-        return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=point, lte=point))
-    return edge.FieldCondition(key=key, match=_match(value))
-
-
-def _translate(expr: f.Expr) -> edge.ConditionType:
-    """``expr`` as an Edge condition; see :mod:`retrieval.filters` for the semantics."""
-    if isinstance(expr, f.And):
-        return edge.Filter(must=[_translate(e) for e in expr.items])
-    if isinstance(expr, f.Or):
-        return edge.Filter(should=[_translate(e) for e in expr.items])
-    if isinstance(expr, f.Not):
-        return edge.Filter(must_not=[_translate(expr.item)])
-    if isinstance(expr, f.Exists):
-        empty = edge.IsEmptyCondition(key=expr.key)
-        return edge.Filter(must_not=[empty]) if expr.present else empty
-    if isinstance(expr, f.Eq):
-        return _equals(expr.key, expr.kind, expr.value)
-    if isinstance(expr, f.In):
-        if expr.kind in ("keyword", "integer"):
-            return edge.FieldCondition(key=expr.key, match=edge.MatchAny(list(expr.values)))  # type: ignore[arg-type]
-        return edge.Filter(should=[_equals(expr.key, expr.kind, v) for v in expr.values])
-    if expr.kind == "datetime":
-        bounds = {b: getattr(expr, b) for b in f.RANGE_BOUNDS}
-        return edge.FieldCondition(key=expr.key, range=edge.RangeDateTime(**bounds))
-    bounds = {b: getattr(expr, b) for b in f.RANGE_BOUNDS}
-    return edge.FieldCondition(key=expr.key, range=edge.RangeFloat(**bounds))
-
-
-def _filter(where: Where, expr: f.Expr | None = None) -> edge.Filter | None:
-    conditions: list[edge.ConditionType] = [
-        _equals(key, None, value) for key, value in where.items()
-    ]
-    if expr is not None:
-        conditions.append(_translate(expr))
-    return edge.Filter(must=conditions) if conditions else None
-
-
-def _fusion(request: SearchRequest) -> edge.Fusion:
-    if request.fusion == "dbsf":
-        return edge.Fusion.Dbsf()  # type: ignore[return-value]  # the stub omits nested classes
-    weights = [request.dense_weight, request.lexical_weight]
-    return edge.Fusion.Rrf(k=request.rrf_k, weights=weights)  # type: ignore[return-value]
-
-
-@contextmanager
-def _engine_errors(action: str, name: str) -> Iterator[None]:
-    """Translate Edge's errors: a refused request (its message says so, or an argument Python
-    could not convert) into :class:`StoreRequestError`, the rest into
-    :class:`StoreUnavailableError`."""
-    try:
-        yield
-    except Exception as exc:  # Edge's only exception types are Exception and TypeError
-        if isinstance(exc, TypeError | ValueError) or str(exc).startswith(_REFUSALS):
-            raise StoreRequestError(f"Qdrant Edge refused to {action} {name!r}: {exc}") from exc
-        raise StoreUnavailableError(f"Qdrant Edge failed to {action} {name!r}: {exc}") from exc
 
 
 class EdgeStore:
@@ -217,16 +107,16 @@ class EdgeStore:
             vectors=edge.EdgeVectorParams(size=spec.dimension, distance=edge.Distance.Cosine)
         )
         shard = self._open(name, config=config)
-        with _engine_errors("index", name):
+        with engine_errors("index", name):
             existing = shard.info().payload_schema
             missing = {f: t for f, t in indexes.items() if f not in existing}
             for field, field_type in missing.items():
-                params = _index_params(field, field_type)
+                params = index_params(field, field_type)
                 shard.update(edge.UpdateOperation.create_field_index(field, params))
             if TEXT_FIELD not in existing:
                 # Shards created before hybrid search gain the index here, built from the
                 # payloads they hold.
-                shard.update(edge.UpdateOperation.create_field_index(TEXT_FIELD, _text_index()))
+                shard.update(edge.UpdateOperation.create_field_index(TEXT_FIELD, text_index()))
             if missing or TEXT_FIELD not in existing:
                 shard.flush()
 
@@ -245,7 +135,7 @@ class EdgeStore:
             self._identity.pop(name, None)
             if name in self._lost:
                 self._retired.append(self._lost.pop(name)[0])
-            with _engine_errors("drop", name):
+            with engine_errors("drop", name):
                 if shard is not None:
                     shard.close()
                 if path.exists():
@@ -269,7 +159,7 @@ class EdgeStore:
             edge.Point(id=p.id, vector=[float(x) for x in p.vector], payload=dict(p.payload))
             for p in points
         ]
-        with _engine_errors("upsert into", name):
+        with engine_errors("upsert into", name):
             shard.update(edge.UpdateOperation.upsert_points(edge_points))
             self._flush_if_due(name, shard)
 
@@ -288,7 +178,7 @@ class EdgeStore:
         if shard is None:
             return []
         vector = [float(x) for x in request.vector]
-        conditions = _filter(request.where, request.filter)
+        conditions = to_filter(request.where, request.filter)
         dense = edge.Query.Nearest(vector)
         lexical = edge.TextQuery(TEXT_FIELD, request.text or "")
         if request.mode == "hybrid":
@@ -297,7 +187,7 @@ class EdgeStore:
                     edge.Prefetch(limit=request.candidates, query=dense, filter=conditions),
                     edge.Prefetch(limit=request.candidates, query=lexical, filter=conditions),
                 ],
-                query=_fusion(request),
+                query=to_fusion(request),
                 limit=request.limit,
                 with_payload=True,
                 with_vector=True,
@@ -310,7 +200,7 @@ class EdgeStore:
                 with_payload=True,
                 with_vector=request.mode != "dense",
             )
-        with _engine_errors("search", name):
+        with engine_errors("search", name):
             scored = shard.query(query)
         # Edge returns UUID ids as uuid.UUID; the Protocol speaks strings.
         if request.mode == "dense":
@@ -334,9 +224,9 @@ class EdgeStore:
         shard = self._open(check_collection_name(name))
         if shard is None:
             return
-        with _engine_errors("delete from", name):
+        with engine_errors("delete from", name):
             shard.update(
-                edge.UpdateOperation.delete_points_by_filter(_filter(where) or edge.Filter())
+                edge.UpdateOperation.delete_points_by_filter(to_filter(where) or edge.Filter())
             )
             self._flush_if_due(name, shard)
 
@@ -351,8 +241,8 @@ class EdgeStore:
         shard = self._open(check_collection_name(name))
         if shard is None:
             return 0
-        with _engine_errors("count", name):
-            request = edge.CountRequest(exact=True, filter=_filter(where, filter))
+        with engine_errors("count", name):
+            request = edge.CountRequest(exact=True, filter=to_filter(where, filter))
             return shard.count(request)
 
     def ping(self) -> None:
@@ -450,7 +340,7 @@ class EdgeStore:
                 # here (Edge captures a backtrace of its failed flush), and its log's lock is on
                 # a file no longer there, so it blocks nothing.
                 self._retired.append(shard)
-            with _engine_errors("open", name):
+            with engine_errors("open", name):
                 if identity is not None:
                     # Passing the config makes Edge check the stored shard against it.
                     shard = edge.EdgeShard.load(str(path), config)
