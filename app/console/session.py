@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.settings import ConsoleConfig
+from app.config import ConsoleConfig
 
 COOKIE = "shoal_console"
 CSRF_FIELD = "csrf_token"

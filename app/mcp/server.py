@@ -16,10 +16,11 @@ from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
+from app.config import McpConfig
 from app.mcp.auth import CallerToken, KeyVerifier, tool_lister
 from app.mcp.tools import NEEDS, add_tools
 from app.platform import Platform
-from app.settings import McpConfig, Settings
+from app.settings import Settings
 
 PATH = "/mcp"
 INSTRUCTIONS = (

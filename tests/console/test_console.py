@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
+from app.config import ConsoleConfig
 from app.console.session import COOKIE, SECRET_FILE
 from app.console.web import CSP
 from app.main import create_app
-from app.settings import ConsoleConfig
 from tests.api.conftest import Tenant, make_namespace, make_tenant, upload, wait_for_job
 from tests.conftest import Api
 from tests.console.conftest import Browser, texts

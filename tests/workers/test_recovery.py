@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from app.config import WorkerConfig
 from app.db.models import Document, DocumentState, Namespace
 from app.guards.faults import REFRESH_S, Fault, RedisFaults, new_fault
 from app.services.uploads import UploadItem
-from app.settings import Settings, WorkerConfig
+from app.settings import Settings
 from ingestion.embedder import ModelEmbedder
 from retrieval.config import CacheConfig
 from tests.api.conftest import make_namespace, make_tenant, upload, wait_for_job
