@@ -65,11 +65,6 @@ class CachedEmbedder:
         return self._scope
 
     @property
-    def inner(self) -> ChunkEmbedder:
-        """The wrapped embedder."""
-        return self._embedder
-
-    @property
     def model_id(self) -> str:
         return self._embedder.model_id
 
