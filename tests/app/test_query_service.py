@@ -17,11 +17,11 @@ from app.db.models import Document, DocumentState, Namespace
 from app.errors import RateLimitedError
 from app.platform import Platform, build_platform
 from app.services import documents, namespaces, tenants
-from app.services.documents import UploadItem
 from app.services.keys import TenantAccess
 from app.services.limits import Quotas
 from app.services.query import answer_question, search_namespace, stream_answer
 from app.services.questions import QueryDeps, StreamEnd, StreamStart
+from app.services.uploads import UploadItem
 from app.settings import Settings
 from ingestion.embedder import SentenceTransformerEmbedder
 from retrieval.generation.base import (
