@@ -185,8 +185,16 @@ def test_a_tenant_admin_creates_a_namespace_uploads_two_files_and_asks(
     page.get_by_role("link", name="Ask", exact=True).click()
     expect(page).to_have_url(f"{served.url}/console/namespaces/docs/ask")
     page.get_by_label("Question").fill("What do sea otters do while they sleep?")
-    page.get_by_role("button", name="Ask", exact=True).click()
+    page.get_by_text("Generation").click()  # the route and model options, folded
+    page.get_by_label("Longest answer, in tokens (optional)").fill("64")
+    page.get_by_label("Temperature (optional, 0 to 2)").fill("0.2")
+    with page.expect_response(re.compile(r"/ask/stream$")) as streamed:
+        page.get_by_role("button", name="Ask", exact=True).click()
+    assert streamed.value.headers["content-type"].startswith("text/event-stream")
     expect(page.locator(".answer")).to_contain_text("hold hands")
+    # Shown as the tokens came, then replaced by the finished panel (citations, timings).
+    expect(page.locator("#outcome[data-streamed-tokens]")).to_have_count(1)
+    assert int(page.locator("#outcome").get_attribute("data-streamed-tokens") or 0) >= 1
     expect(page.locator(".citation-file").first).to_have_text("otters.txt")
     facts = page.locator("#outcome dl.facts").first  # answerable, route and reason, tokens
     expect(facts.locator("dd").first).to_have_text("yes")

@@ -5,8 +5,10 @@ pages in a real browser over HTTP."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -206,6 +208,72 @@ def test_user_text_is_escaped(api: Api, browser: Browser, acme: Tenant) -> None:
     html = HTMLParser(answer.text)
     assert not [n for n in html.css("*") if "onmouseover" in n.attributes]
     assert all("pwned" not in (s.text() or "") for s in html.css("script"))
+
+    streamed = browser.post("/console/namespaces/docs/ask/stream", {"question": "Otters?"})
+    panel = dict(events(streamed.text))["outcome"]["html"]
+    assert "<script>window.pwned" not in panel
+    assert texts(panel, ".citation-file") == [HOSTILE_NAME]
+
+
+def events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (name, data) of each Server-Sent Event in ``body``."""
+    found = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+def test_the_ask_page_streams_the_answer_then_its_panel(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
+    make_namespace(api, acme, "docs")
+    text = "Sea otters hold hands while they sleep. Otters eat sea urchins."
+    job = upload(api, acme, "docs", [{"text": text, "filename": "otters.txt"}])
+    wait_for_job(api, acme, job["job_id"])
+    browser.sign_in(acme.admin_key)
+    page = browser.get("/console/namespaces/docs/ask")
+    assert HTMLParser(page.text).css_first("form[data-stream]") is not None
+    streamed = browser.post(
+        "/console/namespaces/docs/ask/stream",
+        {"question": "What do otters do while they sleep?", "max_tokens": "64"},
+    )
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.headers["content-security-policy"] == CSP
+    got = events(streamed.text)
+    names = [name for name, _ in got]
+    assert names[0] == "route"
+    assert names[-1] == "outcome"
+    assert set(names[1:-1]) == {"token"}
+    assert got[0][1]["name"] == "extractive"
+    streamed_text = "".join(data["text"] for name, data in got if name == "token")
+    assert "hold hands" in streamed_text
+    panel = got[-1][1]["html"]
+    assert texts(panel, ".answer") == [streamed_text.strip()]
+    assert set(texts(panel, ".citation-file")) == {"otters.txt"}
+    assert "total" in texts(panel, "dl.facts dt")
+
+    # Refused before any text: the panel at once, with the API's status and rule.
+    refused = browser.post(
+        "/console/namespaces/docs/ask/stream", {"question": "Otters?", "temperature": "5"}
+    )
+    assert refused.status_code == 422
+    assert texts(refused.text, "[role=alert]") == [
+        "temperature: Input should be less than or equal to 2"
+    ]
+    # Search only: the passages panel at once.
+    found = browser.post(
+        "/console/namespaces/docs/ask/stream", {"question": "Otters?", "search_only": "1"}
+    )
+    assert found.status_code == 200
+    assert texts(found.text, "#outcome-title") == ["Passages"]
+    # The stream is a state-changing form too: no token, no answer.
+    forged = browser.post(
+        "/console/namespaces/docs/ask/stream", {"question": "Otters?", "csrf_token": "forged"}
+    )
+    assert forged.status_code == 403
 
 
 @pytest.fixture
