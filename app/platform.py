@@ -215,8 +215,9 @@ def make_answer_cache(settings: Settings) -> AnswerCache:
     return MemoryAnswerCache(settings.answers)
 
 
-def make_limits(settings: Settings) -> RateLimits:
-    """Rate limits: shared through Redis when ``SHOAL_REDIS_URL`` is set, else in process."""
+def make_limits(settings: Settings, *, rejections: UsageLedger | None = None) -> RateLimits:
+    """Rate limits: shared through Redis when ``SHOAL_REDIS_URL`` is set, else in process;
+    refused requests counted in ``rejections`` (the usage rows)."""
     config = settings.limits
     limiter: LocalLimiter | FailoverLimiter
     if settings.redis_url:
@@ -236,6 +237,7 @@ def make_limits(settings: Settings) -> RateLimits:
         limiter,
         default_requests_per_minute=config.default_requests_per_minute,
         default_tokens_per_minute=config.default_tokens_per_minute,
+        rejections=rejections,
     )
 
 
@@ -282,7 +284,7 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
         sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=None
     )
     usage = UsageLedger(sessions)
-    limits = make_limits(settings)
+    limits = make_limits(settings, rejections=usage)
     query_deps = QueryDeps(
         store=store,
         embedder=asking,

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from app.console import keys, namespaces, platform, questions, sign_in
+from app.console import keys, namespaces, platform, questions, sign_in, usage
 from app.console.web import HERE, ConsoleRoute, ConsoleState, not_found_page, see_other
 from app.settings import Settings
 
@@ -41,6 +41,6 @@ def install_console(app: FastAPI, settings: Settings) -> None:
         return
     app.state.console = ConsoleState(settings)
     app.mount("/console/static", _Static(directory=HERE / "static"), name="console-static")
-    for module in (sign_in, namespaces, questions, keys, platform):
+    for module in (sign_in, namespaces, questions, keys, usage, platform):
         app.include_router(module.router)
     app.include_router(_fallback)  # last: any other /console path is an HTML 404

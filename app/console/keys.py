@@ -1,11 +1,10 @@
-"""A tenant's page: its quotas, keys (create with scopes and quotas, the secret shown once;
-revoke) and usage by day. Platform admins reach every tenant's, a tenant admin only its own
-(another's is 404, as in the API)."""
+"""A tenant's page: its quotas and keys (create with scopes and quotas, the secret shown once;
+revoke); its usage is :mod:`app.console.usage`'s page. Platform admins reach every tenant's, a
+tenant admin only its own (another's is 404, as in the API)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -23,12 +22,11 @@ from app.console.web import (
     render,
     see_other,
 )
-from app.db.models import Usage
 from app.errors import InvalidRequestError
 from app.gateway.deps import PlatformDep, SessionDep
 from app.platform import Platform
 from app.schemas.keys import KeyCreate
-from app.services import keys, tenants, usage
+from app.services import keys, tenants
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -135,10 +133,6 @@ def _page(
 ) -> Response:
     keys.authorize_tenant_admin(console.caller, tenant_id)
     tenant = tenants.get_tenant(db, tenant_id=tenant_id)
-    # This replica's last second too, as GET /v1/admin/tenants/{id}/usage (the flush commits on
-    # its own connection: end this session's transaction first, for SQLite's write lock).
-    db.commit()
-    platform.usage.flush()
     return render(
         request,
         "tenant.html",
@@ -148,18 +142,5 @@ def _page(
         scopes=SCOPES,
         form=form or {"scopes": ["query"]},
         created=created,
-        usage=_by_day(usage.usage_for_tenant(db, tenant_id=tenant_id)),
         error=error,
     )
-
-
-def _by_day(rows: Iterable[Usage]) -> list[tuple[dt.date, int, int]]:
-    """Requests and model tokens per day (all keys), newest first."""
-    days: dict[dt.date, tuple[int, int]] = {}
-    for row in rows:
-        requests, tokens = days.get(row.day, (0, 0))
-        days[row.day] = (
-            requests + row.requests,
-            tokens + row.prompt_tokens + row.completion_tokens,
-        )
-    return [(day, *totals) for day, totals in sorted(days.items(), reverse=True)]

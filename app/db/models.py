@@ -220,7 +220,8 @@ class JobDocument(Base):
 
 
 class Usage(Base):
-    """Requests and tokens per tenant, key and UTC day."""
+    """Requests and tokens per tenant, key and UTC day, and the requests the rate limits
+    refused (``rejected``: 429s, not counted in ``requests``)."""
 
     __tablename__ = "usage"
 
@@ -232,6 +233,7 @@ class Usage(Base):
     requests: Mapped[int] = mapped_column(Integer, default=0)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class IdempotencyKey(Base):

@@ -50,3 +50,6 @@ class UsagePublic(BaseModel):
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    rejected: int = Field(
+        description="Requests the rate limits refused with a 429 (not counted in `requests`)."
+    )

@@ -47,6 +47,7 @@ import structlog
 from app.errors import RateLimitedError
 from app.metrics import RATE_LIMITED
 from app.services.limiters import Charge, Decision, Limiter
+from app.services.usage import UsageLedger
 
 log = structlog.get_logger(__name__)
 
@@ -94,8 +95,12 @@ class RateLimits:
         *,
         default_requests_per_minute: int | None = None,
         default_tokens_per_minute: int | None = None,
+        rejections: UsageLedger | None = None,
     ) -> None:
+        """``rejections``: where each refused request is counted for its tenant and key (the
+        usage rows' ``rejected``); None counts them in the metrics only."""
         self.limiter = limiter
+        self._rejections = rejections
         self._defaults = {
             REQUESTS: default_requests_per_minute,
             TOKENS: default_tokens_per_minute,
@@ -125,7 +130,7 @@ class RateLimits:
         charges = quotas.charges(REQUESTS, 1)
         if not charges:
             return None
-        return self._draw(charges, REQUESTS, 1)
+        return self._draw(quotas, charges, REQUESTS, 1)
 
     def reserve(self, quotas: Quotas, tokens: int) -> tuple[Reservation | None, Decision | None]:
         """Reserve ``tokens`` against the caller's token budgets before generating.
@@ -137,7 +142,7 @@ class RateLimits:
         charges = quotas.charges(TOKENS, tokens)
         if not charges or tokens <= 0:
             return None, None
-        decision = self._draw(charges, TOKENS, tokens)
+        decision = self._draw(quotas, charges, TOKENS, tokens)
         return Reservation(charges, decision.engine, tokens), decision
 
     def settle(self, reservation: Reservation | None, used: int) -> None:
@@ -148,11 +153,11 @@ class RateLimits:
         charges = [Charge(c.bucket, c.limit, delta) for c in reservation.charges]
         self.limiter.give(charges, engine=reservation.engine)
 
-    def _draw(self, charges: list[Charge], quota: str, cost: int) -> Decision:
+    def _draw(self, quotas: Quotas, charges: list[Charge], quota: str, cost: int) -> Decision:
         for charge in charges:
             if cost > charge.limit:
                 owner = charge.bucket.split(":", 1)[0]
-                RATE_LIMITED.labels(owner, quota).inc()
+                self._rejected(quotas, owner, quota)
                 raise RateLimitedError(
                     f"this request needs {cost} tokens, more than the {owner}'s whole "
                     f"{quota} quota of {charge.limit}: ask for fewer passages (top_k) or a "
@@ -164,7 +169,7 @@ class RateLimits:
         if not decision.allowed:
             tight = min(decision.buckets, key=lambda b: b.remaining - cost)
             owner = tight.bucket.split(":", 1)[0]
-            RATE_LIMITED.labels(owner, quota).inc()
+            self._rejected(quotas, owner, quota)
             unit = "requests" if quota == REQUESTS else "tokens"
             raise RateLimitedError(
                 f"the {owner}'s {quota} quota of {tight.limit} is spent: this request needs "
@@ -174,6 +179,11 @@ class RateLimits:
                 decision=decision,
             )
         return decision
+
+    def _rejected(self, quotas: Quotas, owner: str, quota: str) -> None:
+        RATE_LIMITED.labels(owner, quota).inc()
+        if self._rejections is not None:
+            self._rejections.reject(tenant_id=quotas.tenant_id, key_id=quotas.key_id)
 
     def close(self) -> None:
         self.limiter.close()

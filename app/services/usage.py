@@ -1,4 +1,5 @@
-"""Per tenant, key and UTC day: requests and tokens, for admins and billing.
+"""Per tenant, key and UTC day: requests and tokens, for admins and billing, and the requests
+the rate limits refused (429s), for admins to see when a budget is too tight.
 
 Requests add to a :class:`UsageLedger` in memory, which a background thread writes to the
 database once a second: one atomic increment per (tenant, key, day) per flush, off the request
@@ -37,8 +38,10 @@ def record_usage(
     requests: int = 1,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
+    rejected: int = 0,
 ) -> None:
-    """Add requests and tokens to the day's row for (tenant, key); the caller commits.
+    """Add requests, tokens and rejections to the day's row for (tenant, key); the caller
+    commits.
 
     An atomic ``UPDATE ... SET n = n + k`` first; the row is inserted only the first time each
     day, and a racing insert falls back to the update, so concurrent writers never lose counts.
@@ -53,6 +56,7 @@ def record_usage(
             requests=Usage.requests + requests,
             prompt_tokens=Usage.prompt_tokens + prompt_tokens,
             completion_tokens=Usage.completion_tokens + completion_tokens,
+            rejected=Usage.rejected + rejected,
         )
     )
     if session.execute(increment).rowcount == 0:  # type: ignore[attr-defined]  # CursorResult
@@ -66,6 +70,7 @@ def record_usage(
                         requests=requests,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
+                        rejected=rejected,
                     )
                 )
         except IntegrityError:
@@ -104,6 +109,12 @@ class UsageLedger:
             counts["prompt_tokens"] += prompt_tokens
             counts["completion_tokens"] += completion_tokens
 
+    def reject(self, *, tenant_id: str, key_id: str) -> None:
+        """Count one request the rate limits refused (today, UTC); it is not a request."""
+        row = (tenant_id, key_id, dt.datetime.now(dt.UTC).date())
+        with self._lock:
+            self._pending.setdefault(row, Counter())["rejected"] += 1
+
     def flush(self) -> None:
         """Write what is pending, in one transaction.
 
@@ -126,6 +137,7 @@ class UsageLedger:
                             requests=counts["requests"],
                             prompt_tokens=counts["prompt_tokens"],
                             completion_tokens=counts["completion_tokens"],
+                            rejected=counts["rejected"],
                         )
                     session.commit()
             except BaseException:  # the database, or anything else: keep the counts

@@ -6,6 +6,7 @@ cannot overspend."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,22 @@ def test_requests_over_the_tenant_quota_get_a_429_with_a_computed_retry_after(ap
     assert answers[3].headers["Retry-After"] == "20"
     assert answers[3].headers["RateLimit-Remaining"] == "0"
     assert int(answers[3].headers["RateLimit-Reset"]) == 60
+
+
+def test_rejections_are_counted_per_tenant_key_and_day_in_the_usage(api: Api) -> None:
+    tenant, other = make_tenant(api, "acme"), make_tenant(api, "globex")
+    set_quotas(api, tenant, requests_per_minute=2)
+    statuses = [list_namespaces(api, tenant.query_key).status_code for _ in range(5)]
+    assert statuses == [200, 200, 429, 429, 429]
+    assert list_namespaces(api, other.query_key).status_code == 200
+
+    rows = api.client.get(f"/v1/admin/tenants/{tenant.id}/usage", headers=api.headers()).json()
+    assert [(r["key_id"], r["rejected"], r["requests"]) for r in rows] == [
+        (tenant.query_key.split("_")[1], 3, 0)  # listing is no query: only the refusals count
+    ]
+    assert rows[0]["day"] == dt.datetime.now(dt.UTC).date().isoformat()
+    theirs = api.client.get(f"/v1/admin/tenants/{other.id}/usage", headers=api.headers()).json()
+    assert theirs == []
 
 
 def test_the_retry_after_follows_the_quota(api: Api) -> None:

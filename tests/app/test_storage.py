@@ -181,6 +181,19 @@ def test_concurrent_usage_records_lose_no_count(session_factory) -> None:
     assert (row.requests, row.prompt_tokens) == (8, 16)
 
 
+def test_the_ledger_adds_rejections_beside_requests(session_factory) -> None:
+    tenant_id, _ = make_tenant_with_namespace(session_factory)
+    ledger = usage.UsageLedger(session_factory)
+    ledger.reject(tenant_id=tenant_id, key_id="k")
+    ledger.flush()  # inserts the day's row
+    ledger.add(tenant_id=tenant_id, key_id="k", prompt_tokens=3)
+    ledger.reject(tenant_id=tenant_id, key_id="k")
+    ledger.flush()  # adds to it
+    with session_factory() as session:
+        [row] = usage.usage_for_tenant(session, tenant_id=tenant_id)
+    assert (row.requests, row.prompt_tokens, row.rejected) == (1, 3, 2)
+
+
 def test_tenant_names_are_unique_on_every_database(session_factory) -> None:
     make_tenant_with_namespace(session_factory, "acme")
     with session_factory() as session, pytest.raises(ConflictError):

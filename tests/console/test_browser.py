@@ -258,6 +258,29 @@ def test_a_revoked_key_ends_its_session_and_sign_out_ends_it_too(
     expect(page.get_by_label("API key")).to_be_visible()
 
 
+def test_the_usage_page_charts_the_days_requests_and_rejections(served: Served, page: Page) -> None:
+    soylent = make_tenant(served, "soylent")
+    make_namespace(served, soylent, "docs")
+    quotas = {"quotas": {"requests_per_minute": 1}}
+    served.client.patch(f"/v1/admin/tenants/{soylent.id}", json=quotas, headers=served.headers())
+    sign_in(page, soylent.admin_key)
+    page.goto("/console/namespaces/docs/ask")
+    page.get_by_label("Question").fill("What is in here?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#outcome-title")).to_have_text("Answer")
+    page.get_by_role("button", name="Ask", exact=True).click()  # over the budget of 1 a minute
+    expect(page.get_by_role("alert")).to_contain_text("requests_per_minute quota of 1 is spent")
+
+    menu(page, "Usage").click()
+    expect(page.get_by_role("heading", name="Usage of soylent")).to_be_visible()
+    chart = page.get_by_role("img", name="Requests and rejections per day")
+    expect(chart.locator("rect.bar-requests")).to_have_count(1)
+    expect(chart.locator("rect.bar-rejected")).to_have_count(1)
+    row = page.locator("section[aria-labelledby=usage-title] tbody tr")
+    expect(row.locator("td")).to_have_text([re.compile(r"^\d{4}-"), "1", "1", "0"])
+    shot(page, "12-usage")
+
+
 def test_a_hostile_document_renders_as_text(served: Served, page: Page) -> None:
     umbrella = make_tenant(served, "umbrella")
     make_namespace(served, umbrella, "docs")
@@ -313,7 +336,13 @@ def test_the_console_works_at_phone_width_with_the_keyboard(served: Served, phon
     phone.keyboard.type(globex.admin_key)
     phone.keyboard.press("Enter")
     expect(phone).to_have_url(f"{served.url}/console/namespaces")
-    for path in ("/console/namespaces", "/console/namespaces/docs", "/console/keys"):
+    for path in (
+        "/console/namespaces",
+        "/console/namespaces/docs",
+        "/console/namespaces/docs/ask",
+        "/console/keys",
+        "/console/usage",
+    ):
         phone.goto(path)
         overflow = phone.evaluate(
             "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"

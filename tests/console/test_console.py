@@ -412,14 +412,32 @@ def test_the_console_can_be_turned_off(api: Api) -> None:
         assert client.get("/console/static/htmx.min.js").status_code == 404
 
 
-def test_the_tenant_page_shows_usage_by_day(api: Api, browser: Browser, acme: Tenant) -> None:
+def test_the_usage_page_charts_requests_tokens_and_rejections(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
     make_namespace(api, acme, "docs")
+    quotas = {"quotas": {"requests_per_minute": 2}}
+    assert api.client.patch(f"/v1/admin/tenants/{acme.id}", json=quotas, headers=api.headers())
     browser.sign_in(acme.admin_key)
-    assert "No requests yet." in browser.get(f"/console/tenants/{acme.id}").text
-    for question in ("What is here?", "Anything else?"):
-        asked = browser.post("/console/namespaces/docs/ask", {"question": question})
-        assert asked.status_code == 200
-    page = browser.get(f"/console/tenants/{acme.id}")
+    usage = browser.get("/console/usage")
+    assert usage.url.path == f"/console/tenants/{acme.id}/usage"
+    assert "No requests yet." in usage.text
+    statuses = [
+        browser.post("/console/namespaces/docs/ask", {"question": q}).status_code
+        for q in ("What is here?", "Anything else?", "One more?")
+    ]
+    assert statuses == [200, 200, 429]  # page views are free; questions draw on the budget
+    page = browser.get(f"/console/tenants/{acme.id}/usage")
     today = dt.datetime.now(dt.UTC).date().isoformat()
     cells = texts(page.text, "section[aria-labelledby=usage-title] tbody td")
-    assert cells == [today, "2", "0"]  # two questions, extractive answers spend no model tokens
+    assert cells == [today, "2", "1", "0"]  # extractive answers spend no model tokens
+    html = HTMLParser(page.text)
+    bars = html.css("svg.chart")
+    assert len(bars) == 2  # requests and rejections; tokens
+    assert len(bars[0].css("g[data-day]")) == 30
+    day = bars[0].css_first(f'g[data-day="{today}"]')
+    assert day is not None
+    assert texts(day.html or "", "title") == [f"{today}: 2 requests, 1 rejected"]
+    heights = [float(r.attributes["height"] or 0) for r in day.css("rect")]
+    assert heights == [93.33, 46.67]  # of 140: two thirds requests, one third rejected
+    assert [r.attributes["class"] for r in day.css("rect")] == ["bar-requests", "bar-rejected"]
