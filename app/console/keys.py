@@ -22,15 +22,17 @@ from app.console.web import (
     render,
     see_other,
 )
-from app.errors import InvalidRequestError
+from app.errors import InvalidRequestError, PermissionDeniedError
 from app.gateway.deps import PlatformDep, SessionDep
 from app.platform import Platform
 from app.schemas.keys import KeyCreate
+from app.schemas.tenants import TenantUpdate
 from app.services import keys, tenants
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 SCOPES = ("admin", "write", "query")
+QUOTA_NAMES = ("requests_per_minute", "tokens_per_minute")
 
 
 @router.get("/keys")
@@ -104,6 +106,40 @@ def key_create(
     return _page(request, db, platform, console, tenant_id, created=(row.name, secret))
 
 
+@router.post("/tenants/{tenant_id}/quotas")
+def tenant_quotas(
+    request: Request,
+    tenant_id: str,
+    console: FormDep,
+    db: SessionDep,
+    platform: PlatformDep,
+    requests_per_minute: Annotated[str, Form()] = "",
+    tokens_per_minute: Annotated[str, Form()] = "",
+) -> Response:
+    """Set a tenant's quotas (``PATCH /v1/admin/tenants/{id}``'s rules, platform only); an
+    empty field removes that quota (the server's default applies), as ``null`` there."""
+    if not console.is_platform:
+        raise PermissionDeniedError("changing a tenant's quotas needs the platform scope")
+    given = {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute}
+    try:
+        body = TenantUpdate.model_validate(
+            {"quotas": {name: value.strip() or None for name, value in given.items()}}
+        )
+    except ValidationError as exc:
+        return _page(
+            request,
+            db,
+            platform,
+            console,
+            tenant_id,
+            quota_form=given,
+            error=form_error(exc),
+            status_code=422,
+        )
+    tenants.update_quotas(db, tenant_id=tenant_id, quotas=body.quotas.model_dump())
+    return see_other(f"/console/tenants/{tenant_id}?saved=quotas")
+
+
 @router.post("/keys/{key_id}/revoke")
 def key_revoke(key_id: str, console: FormDep, db: SessionDep) -> Response:
     """Revoke a key (``DELETE /v1/admin/keys/{key_id}``'s rules): its next request fails."""
@@ -127,12 +163,14 @@ def _page(
     tenant_id: str,
     *,
     form: Mapping[str, object] | None = None,
+    quota_form: Mapping[str, str] | None = None,
     created: tuple[str, str] | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     keys.authorize_tenant_admin(console.caller, tenant_id)
     tenant = tenants.get_tenant(db, tenant_id=tenant_id)
+    saved = request.query_params.get("saved") == "quotas"
     return render(
         request,
         "tenant.html",
@@ -142,5 +180,7 @@ def _page(
         scopes=SCOPES,
         form=form or {"scopes": ["query"]},
         created=created,
+        quota_form=quota_form or {name: str(tenant.quotas.get(name, "")) for name in QUOTA_NAMES},
+        notice="Quotas saved: they apply from the next request." if saved else None,
         error=error,
     )

@@ -136,9 +136,17 @@ def list_documents(
     session: SessionDep,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**31 - 1),  # past 2**63 the database's integer overflowed
+    external_id: str | None = Query(
+        None,
+        max_length=256,
+        description="Only the versions of this external id (oldest first): the current one, "
+        "and newer ones still indexing or failed.",
+    ),
 ) -> DocumentPage:
     namespace = namespaces.get_namespace(session, access=authorize_tenant_reader(caller), name=ns)
-    rows, total = documents.list_documents(session, namespace=namespace, limit=limit, offset=offset)
+    rows, total = documents.list_documents(
+        session, namespace=namespace, limit=limit, offset=offset, external_id=external_id
+    )
     return DocumentPage(items=[_public(d) for d in rows], total=total, limit=limit, offset=offset)
 
 

@@ -252,12 +252,15 @@ def list_documents(
     limit: int,
     offset: int,
     state: DocumentState | None = None,
+    external_id: str | None = None,
 ) -> tuple[list[Document], int]:
-    """A page of the namespace's documents (only those in ``state`` if given), oldest first,
-    and how many there are."""
+    """A page of the namespace's documents (only those in ``state``, and only the versions of
+    ``external_id``, if given), oldest first, and how many there are."""
     where = [Document.namespace_id == namespace.id]
     if state is not None:
         where.append(Document.state == state)
+    if external_id is not None:
+        where.append(Document.external_id == external_id)
     total = session.scalar(select(func.count()).select_from(Document).where(*where)) or 0
     query = select(Document).where(*where).order_by(Document.created_at, Document.id)
     return list(session.scalars(query.limit(limit).offset(offset))), total

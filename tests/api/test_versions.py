@@ -62,6 +62,28 @@ def points(api: Api, namespace: dict[str, Any], document_id: str) -> int:
     return api.platform.store.count(collection, where={"document_id": document_id})
 
 
+def test_the_list_filters_by_external_id(api: Api) -> None:
+    tenant = make_tenant(api, "acme")
+    make_namespace(api, tenant, "docs")
+    put_version(api, tenant, WORDS[0])
+    v2 = put_version(api, tenant, WORDS[1])
+    other = upload(api, tenant, "docs", [{"text": "Offices close at six.", "external_id": "x"}])
+    wait_for_job(api, tenant, other["job_id"])
+
+    def versions(external_id: str) -> list[tuple[str, int]]:
+        response = api.client.get(
+            "/v1/namespaces/docs/documents",
+            params={"external_id": external_id},
+            headers=api.headers(tenant.query_key),
+        )
+        assert response.status_code == 200, response.text
+        return [(d["id"], d["version"]) for d in response.json()["items"]]
+
+    assert versions("policy") == [(v2["id"], 2)]  # version 1 was replaced
+    assert versions("x") == [(other["documents"][0]["id"], 1)]
+    assert versions("nothing") == []
+
+
 @pytest.mark.slow
 def test_versions_count_up_and_only_the_current_one_is_listed_and_cited(api_any_db: Api) -> None:
     api = api_any_db

@@ -54,6 +54,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         SHOAL_ENABLE_FAULTS="true",
         SHOAL_BREAKER_FAILURE_THRESHOLD="2",
         SHOAL_MAX_UPLOAD_MB="1",
+        SHOAL_GENERATORS='{"quotes": {"backend": "extractive"}}',  # a catalog to choose from
     ) as server:
         yield server
 
@@ -378,6 +379,57 @@ def test_dropped_files_upload_and_a_refused_upload_says_why(served: Served, page
     page.get_by_role("button", name="Upload").click()
     expect(page.get_by_role("alert")).to_contain_text("over the 1 MiB limit")
     assert page.url == f"{served.url}/console/namespaces/docs"
+
+
+def test_a_namespace_gets_routes_and_search_settings_and_shows_a_documents_versions(
+    served: Served, page: Page
+) -> None:
+    tyrell = make_tenant(served, "tyrell")
+    sign_in(page, tyrell.admin_key)
+    page.get_by_label("Name", exact=True).fill("handbook")
+    page.get_by_text("Generation routes").click()
+    page.get_by_label("Small route").select_option("quotes")
+    page.get_by_label("Analytical questions (why, how, compare) to large").select_option("false")
+    page.get_by_text("Search settings").click()
+    page.get_by_label("Fusion (hybrid)").select_option("rrf")
+    page.get_by_label("RRF k (optional)").fill("30")
+    shot(page, "13-namespace-create")
+    page.get_by_role("button", name="Create namespace").click()
+    expect(page).to_have_url(f"{served.url}/console/namespaces/handbook")
+    stored = served.client.get("/v1/namespaces/handbook", headers=served.headers(tyrell.admin_key))
+    assert stored.json()["routes"] == {"small": "quotes", "policy": {"analytical_to_large": False}}
+    assert stored.json()["search"] == {"fusion": "rrf", "rrf_k": 30}
+    menu(page, "Namespaces").click()
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name="handbook"))
+    expect(row).to_contain_text("small quotes, large default")
+
+    for word in ("aardvark", "bassoon"):
+        doc = {"text": f"Book flights via the {word} portal.", "external_id": "travel"}
+        job = upload(served, tyrell, "handbook", [{**doc, "filename": f"{word}.txt"}])
+        wait_for_job(served, tyrell, job["job_id"])
+    page.goto("/console/namespaces/handbook")
+    page.get_by_role("link", name="Versions of travel").click()
+    expect(page.get_by_role("heading", name="Versions of travel")).to_be_visible()
+    current = page.get_by_role("row").filter(has=page.get_by_role("cell", name="bassoon.txt"))
+    expect(current).to_contain_text("yes (current)")
+    expect(current.locator(".state")).to_have_text("indexed")
+    shot(page, "14-versions")
+
+
+def test_a_platform_admin_sets_a_tenants_quotas(served: Served, page: Page) -> None:
+    cyberdyne = make_tenant(served, "cyberdyne")
+    sign_in(page, served.platform_key)
+    page.get_by_role("link", name="cyberdyne").click()
+    page.get_by_label("Tenant requests per minute (empty: the server's default)").fill("120")
+    page.get_by_label("Tenant model tokens per minute (empty: the server's default)").fill("5000")
+    page.get_by_role("button", name="Save quotas").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Quotas saved: they apply from the next request."
+    )
+    expect(page.get_by_text("requests/min 120 · tokens/min 5000")).to_be_visible()
+    shot(page, "15-tenant-quotas")
+    got = served.client.get(f"/v1/admin/tenants/{cyberdyne.id}", headers=served.headers())
+    assert got.json()["quotas"] == {"requests_per_minute": 120, "tokens_per_minute": 5000}
 
 
 def test_a_platform_admin_runs_a_fault_drill_and_sees_the_breaker_open(

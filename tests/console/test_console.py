@@ -441,3 +441,116 @@ def test_the_usage_page_charts_requests_tokens_and_rejections(
     heights = [float(r.attributes["height"] or 0) for r in day.css("rect")]
     assert heights == [93.33, 46.67]  # of 140: two thirds requests, one third rejected
     assert [r.attributes["class"] for r in day.css("rect")] == ["bar-requests", "bar-rejected"]
+
+
+def value_of(html: str, selector: str) -> str | None:
+    node = HTMLParser(html).css_first(selector)
+    assert node is not None, selector
+    return node.attributes.get("value")
+
+
+def test_a_platform_admin_sets_and_lifts_a_tenants_quotas(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
+    def quotas() -> Any:
+        return api.client.get(f"/v1/admin/tenants/{acme.id}", headers=api.headers()).json()[
+            "quotas"
+        ]
+
+    tenant_admin = Browser(api.client)
+    tenant_admin.sign_in(acme.admin_key)
+    assert "Save quotas" not in tenant_admin.get(f"/console/tenants/{acme.id}").text
+    refused = tenant_admin.post(f"/console/tenants/{acme.id}/quotas", {"requests_per_minute": "9"})
+    assert refused.status_code == 403
+    assert quotas() == {}
+    tenant_admin.post("/console/sign-out")
+
+    browser.sign_in(api.platform_key)
+    saved = browser.post(
+        f"/console/tenants/{acme.id}/quotas",
+        {"requests_per_minute": "5", "tokens_per_minute": "1000"},
+    )
+    assert saved.url.path == f"/console/tenants/{acme.id}"
+    assert texts(saved.text, "[role=status]") == ["Quotas saved: they apply from the next request."]
+    assert quotas() == {"requests_per_minute": 5, "tokens_per_minute": 1000}
+    assert value_of(saved.text, "#tenant-rpm") == "5"
+    lifted = browser.post(f"/console/tenants/{acme.id}/quotas", {"requests_per_minute": "5"})
+    assert lifted.status_code == 200
+    assert quotas() == {"requests_per_minute": 5}  # an empty field removes that quota
+    bad = browser.post(f"/console/tenants/{acme.id}/quotas", {"requests_per_minute": "0"})
+    assert bad.status_code == 422
+    assert texts(bad.text, "[role=alert]") == [
+        "quotas.requests_per_minute: Input should be greater than or equal to 1"
+    ]
+    assert quotas() == {"requests_per_minute": 5}
+    missing = browser.post("/console/tenants/no-such-tenant/quotas", {"requests_per_minute": "5"})
+    assert missing.status_code == 404
+
+
+def test_a_document_s_versions_are_listed_with_the_current_one(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
+    make_namespace(api, acme, "docs")
+    for word in ("aardvark", "bassoon"):
+        doc = {"text": f"Book flights via the {word} portal.", "external_id": "travel/policy"}
+        job = upload(api, acme, "docs", [{**doc, "filename": f"{word}.txt"}])
+        wait_for_job(api, acme, job["job_id"])
+    browser.sign_in(acme.admin_key)
+    listing = browser.get("/console/namespaces/docs")
+    link = HTMLParser(listing.text).css_first("a[aria-label='Versions of travel/policy']")
+    assert link is not None
+    assert link.attributes["href"] == (
+        "/console/namespaces/docs/versions?external_id=travel/policy"
+    )
+    page = browser.get(link.attributes["href"] or "")
+    assert page.status_code == 200
+    rows = [
+        [td.text(strip=True) for td in tr.css("td")] for tr in HTMLParser(page.text).css("tbody tr")
+    ]
+    assert [row[:3] + row[4:5] for row in rows] == [
+        ["2", "bassoon.txt", "indexed", "yes (current)"]
+    ]
+    none = browser.get("/console/namespaces/docs/versions?external_id=other")
+    assert "No document has this external id." in none.text
+    assert browser.get("/console/namespaces/docs/versions").status_code == 422
+
+
+def test_a_namespace_is_created_with_routes_and_search_settings(
+    api: Api, browser: Browser, acme: Tenant
+) -> None:
+    browser.sign_in(acme.admin_key)
+    form = {
+        "name": "tuned",
+        "mode": "hybrid",
+        "fusion": "rrf",
+        "rrf_k": "30",
+        "rerank": "false",
+        "min_score": "0.2",
+        "analytical_to_large": "false",
+        "long_question_tokens": "80",
+    }
+    unknown = browser.post("/console/namespaces", {**form, "route_small": "nope"})
+    assert unknown.status_code == 422
+    assert texts(unknown.text, "[role=alert]") == [
+        "routes.small: no generator named 'nope' (configured: none)"
+    ]
+    # The form keeps what was typed.
+    assert value_of(unknown.text, "#ns-rrf_k") == "30"
+    out_of_range = browser.post("/console/namespaces", {**form, "candidates": "5"})
+    assert out_of_range.status_code == 422
+    assert texts(out_of_range.text, "[role=alert]") == [
+        "search.candidates: Input should be greater than or equal to 10"
+    ]
+    created = browser.post("/console/namespaces", form)
+    assert created.url.path == "/console/namespaces/tuned"
+    stored = api.client.get("/v1/namespaces/tuned", headers=api.headers(acme.admin_key)).json()
+    assert stored["search"] == {
+        "mode": "hybrid",
+        "fusion": "rrf",
+        "rrf_k": 30,
+        "rerank": False,
+        "min_score": 0.2,
+    }
+    assert stored["routes"] == {
+        "policy": {"long_question_tokens": 80, "analytical_to_large": False}
+    }
