@@ -1,11 +1,14 @@
-"""Console sessions: a signed, expiring cookie that names the API key signed in, and the CSRF
-token of the forms it may submit.
+"""Console sessions: a signed, expiring cookie that names the API key signed in, the session's
+server-side record, and the CSRF token of the forms it may submit.
 
-The cookie holds the key's id, never its secret, and is signed (itsdangerous, HMAC-SHA1 over a
+The cookie holds the key's id, never its secret, and the id of the session's row in the
+database (:mod:`app.services.console_sessions`); it is signed (itsdangerous, HMAC-SHA1 over a
 key derived from the console secret) with its issue time, so it cannot be forged or extended.
-The key is looked up again on every request (:func:`app.services.keys.authenticate_key_id`): a
-revoked key ends its sessions at their next request. Before sign-in the same cookie carries a
-CSRF token only, so the sign-in form is protected too.
+On every request the row must still be open (sign-out deletes it: a copy of the cookie is then
+worth nothing, on every replica) and the key is looked up again
+(:func:`app.services.keys.authenticate_key_id`): a revoked key ends its sessions at their next
+request. Before sign-in the same cookie carries a CSRF token only, so the sign-in form is
+protected too.
 
 CSRF: each form carries the session's token in a hidden field (htmx requests may send it as the
 ``X-CSRF-Token`` header); a state-changing request whose token differs from its cookie's is
@@ -35,10 +38,12 @@ _SALT = "shoal.console.session"
 
 @dataclass(frozen=True)
 class ConsoleSession:
-    """What a console cookie says: the key signed in (None before sign-in) and the CSRF token."""
+    """What a console cookie says: the key signed in and its session's id (both None before
+    sign-in), and the CSRF token."""
 
     key_id: str | None
     csrf: str
+    session_id: str | None = None
 
 
 def load_secret(config: ConsoleConfig, data_dir: Path) -> str:
@@ -77,18 +82,23 @@ class Sessions:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
             return None
-        key_id = data.get("key")
-        return ConsoleSession(key_id=key_id if isinstance(key_id, str) else None, csrf=data["csrf"])
+        key_id, session_id = data.get("key"), data.get("sid")
+        if not (isinstance(key_id, str) and isinstance(session_id, str)):
+            key_id = session_id = None  # before sign-in (or a cookie from before sessions)
+        return ConsoleSession(key_id=key_id, csrf=data["csrf"], session_id=session_id)
 
     @staticmethod
-    def start(key_id: str | None) -> ConsoleSession:
-        """A new session with a fresh CSRF token (a sign-in rotates it, so a token seen before
-        sign-in is worth nothing after)."""
-        return ConsoleSession(key_id=key_id, csrf=secrets.token_urlsafe(32))
+    def start(key_id: str | None = None, session_id: str | None = None) -> ConsoleSession:
+        """A new session (of ``key_id``, whose record is ``session_id``; none before sign-in)
+        with a fresh CSRF token (a sign-in rotates it, so a token seen before sign-in is worth
+        nothing after)."""
+        return ConsoleSession(key_id=key_id, csrf=secrets.token_urlsafe(32), session_id=session_id)
 
     def save(self, response: Response, request: Request, session: ConsoleSession) -> None:
         """Set ``session``'s signed cookie on ``response``."""
-        value = self._serializer.dumps({"key": session.key_id, "csrf": session.csrf})
+        value = self._serializer.dumps(
+            {"key": session.key_id, "sid": session.session_id, "csrf": session.csrf}
+        )
         response.set_cookie(
             COOKIE,
             value,

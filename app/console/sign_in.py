@@ -19,7 +19,7 @@ from app.console.web import (
 )
 from app.errors import AuthenticationError
 from app.gateway.deps import SessionDep
-from app.services import keys
+from app.services import console_sessions, keys
 from app.services.keys import ADMIN, Caller
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -70,14 +70,18 @@ def sign_in(
     if not (caller.is_platform or caller.has(ADMIN)):
         error = "The console needs a platform key or a tenant key with the admin scope."
         return _form(request, session, error=error, status_code=403)
+    session_id = console_sessions.open_session(db, key_id=caller.key_id, ttl_s=sessions.ttl_s)
     response = see_other(home(caller))
-    sessions.save(response, request, Sessions.start(caller.key_id))
+    sessions.save(response, request, Sessions.start(caller.key_id, session_id))
     return response
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, console: FormDep) -> Response:
-    """End the session: the browser drops the cookie."""
+def sign_out(request: Request, console: FormDep, db: SessionDep) -> Response:
+    """End the session: its record goes (a copy of the cookie is refused from now on, on every
+    replica), and the browser drops the cookie."""
+    if console.session.session_id is not None:
+        console_sessions.end_session(db, session_id=console.session.session_id)
     response = see_other("/console")
     Sessions.end(response, request)
     return response

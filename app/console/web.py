@@ -36,7 +36,7 @@ from app.console.session import (
 from app.errors import AuthenticationError
 from app.gateway.deps import SessionDep
 from app.gateway.problems import INTERNAL, NOT_FOUND, VALIDATION, ProblemType, problem_for
-from app.services import keys
+from app.services import console_sessions, keys
 from app.services.keys import Caller
 from app.settings import Settings
 
@@ -113,13 +113,18 @@ class Console:
 
 
 def signed_in(request: Request, db: SessionDep) -> Console:
-    """The caller of the session's key, looked up again now (a revoked key ends the session).
+    """The caller of the session's key, looked up again now: the session must still be open
+    (sign-out ends it on the server) and its key unrevoked.
 
     Raises:
-        SignInRequired: no session, an expired or forged one, or its key is revoked.
+        SignInRequired: no session, an expired or forged one, one signed out, or its key is
+            revoked.
     """
     session = sessions_of(request).read(request)
-    if session is None or session.key_id is None:
+    if session is None or session.key_id is None or session.session_id is None:
+        raise SignInRequired
+    if not console_sessions.is_open(db, session_id=session.session_id, key_id=session.key_id):
+        db.commit()
         raise SignInRequired
     try:
         caller = keys.authenticate_key_id(db, session.key_id)

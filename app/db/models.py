@@ -236,6 +236,22 @@ class Usage(Base):
     rejected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+class ConsoleSessionRecord(Base):
+    """A signed-in console session (:mod:`app.console.session`): open while its row exists.
+
+    ``id`` is the SHA-256 of the session id the cookie carries, so the table alone opens no
+    session (the cookie is signed too). Sign-out deletes the row, on every replica at once;
+    deleting the key deletes its rows (revoking it ends them at their next request anyway).
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+
+
 class IdempotencyKey(Base):
     """The first answer to an upload sent with an ``Idempotency-Key`` header, for replays.
 

@@ -9,10 +9,19 @@ import pytest
 from sqlalchemy import column, func, insert, inspect, select, table
 
 from app.db.migrate import downgrade, upgrade
-from app.db.models import ApiKey, Document, Job, Namespace, Tenant, Usage, utcnow
+from app.db.models import (
+    ApiKey,
+    ConsoleSessionRecord,
+    Document,
+    Job,
+    Namespace,
+    Tenant,
+    Usage,
+    utcnow,
+)
 from app.db.session import make_engine, normalise_database_url
 from app.errors import AuthenticationError, ConflictError, NotFoundError
-from app.services import documents, keys, tenants, usage
+from app.services import console_sessions, documents, keys, tenants, usage
 from app.services.uploads import UploadItem
 from retrieval.stores.edge import EdgeStore
 
@@ -192,6 +201,29 @@ def test_the_ledger_adds_rejections_beside_requests(session_factory) -> None:
     with session_factory() as session:
         [row] = usage.usage_for_tenant(session, tenant_id=tenant_id)
     assert (row.requests, row.prompt_tokens, row.rejected) == (1, 3, 2)
+
+
+def test_console_sessions_open_end_and_expire(session_factory) -> None:
+    tenant_id, _ = make_tenant_with_namespace(session_factory)
+    with session_factory() as session:
+        key, _ = keys.create_key(session, tenant_id=tenant_id, name="admin", scopes=["admin"])
+        key_id = key.id
+        session.commit()
+        first = console_sessions.open_session(session, key_id=key_id, ttl_s=60)
+        second = console_sessions.open_session(session, key_id=key_id, ttl_s=60)
+        brief = console_sessions.open_session(session, key_id=key_id, ttl_s=-1)  # expired
+        assert console_sessions.is_open(session, session_id=first, key_id=key_id)
+        assert not console_sessions.is_open(session, session_id=first, key_id="another")
+        assert not console_sessions.is_open(session, session_id=brief, key_id=key_id)
+        console_sessions.end_session(session, session_id=first)
+        assert not console_sessions.is_open(session, session_id=first, key_id=key_id)
+        assert console_sessions.is_open(session, session_id=second, key_id=key_id)
+        console_sessions.open_session(session, key_id=key_id, ttl_s=60)  # purges the expired
+    assert count(session_factory, ConsoleSessionRecord) == 2
+    with session_factory() as session:  # the key's rows go with it
+        session.delete(session.get(ApiKey, key_id))
+        session.commit()
+    assert count(session_factory, ConsoleSessionRecord) == 0
 
 
 def test_tenant_names_are_unique_on_every_database(session_factory) -> None:

@@ -245,10 +245,17 @@ def test_a_revoked_key_ends_its_session_and_sign_out_ends_it_too(
     assert page.evaluate("() => Object.keys(localStorage)") == []
     stored = page.evaluate("() => Object.entries(sessionStorage)")
     assert stored == [["htmx-current-path-for-history", "/console/namespaces"]]
+    stolen = page.context.cookies()  # as a thief with a copy of the cookie would hold it
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     page.goto("/console/namespaces")
     expect(page).to_have_url(f"{served.url}/console")
+    # Sign-out ended the session on the server: the copy opens nothing either.
+    page.context.clear_cookies()
+    page.context.add_cookies(stolen)  # type: ignore[arg-type]  # Cookie is a SetCookieParam
+    page.goto("/console/namespaces")
+    expect(page).to_have_url(f"{served.url}/console")
+    expect(page.get_by_label("API key")).to_be_visible()
 
     sign_in(page, hooli.admin_key)
     key_id = hooli.admin_key.split("_")[1]

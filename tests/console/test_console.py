@@ -119,7 +119,7 @@ def test_state_changing_forms_need_the_sessions_token(api: Api, acme: Tenant) ->
     assert created.url.path == "/console/namespaces/docs"
 
 
-def test_sign_out_ends_the_session(browser: Browser, acme: Tenant) -> None:
+def test_sign_out_ends_the_session(api: Api, browser: Browser, acme: Tenant) -> None:
     browser.sign_in(acme.admin_key)
     signed_in = browser.cookie
     response = browser.post("/console/sign-out", follow_redirects=False)
@@ -128,9 +128,25 @@ def test_sign_out_ends_the_session(browser: Browser, acme: Tenant) -> None:
     assert "Max-Age=0" in response.headers["set-cookie"]
     assert browser.cookie is None
     assert browser.get("/console/namespaces").url.path == "/console"
-    # The cookie is signed and stateless: a copy kept from before still names the key until it
-    # expires (README: Console); the browser's own is gone.
+    # A copy of the cookie kept from before (stolen, or another tab) is refused too: sign-out
+    # ended the session on the server, and another app on the same database (a replica) agrees.
     assert signed_in is not None
+    copy = TestClient(api.client.app)
+    copy.cookies.set(COOKIE, signed_in, path="/console")
+    assert copy.get("/console/namespaces").url.path == "/console"
+    with TestClient(create_app(api.platform.settings, platform=api.platform)) as replica:
+        replica.cookies.set(COOKIE, signed_in, path="/console")
+        assert replica.get("/console/namespaces").url.path == "/console"
+
+
+def test_each_sign_in_is_its_own_session(api: Api, acme: Tenant) -> None:
+    """Signing out in one browser leaves the same key's session in another open."""
+    first, second = Browser(TestClient(api.client.app)), Browser(TestClient(api.client.app))
+    first.sign_in(acme.admin_key)
+    second.sign_in(acme.admin_key)
+    first.post("/console/sign-out")
+    assert first.get("/console/namespaces").url.path == "/console"
+    assert second.get("/console/namespaces").url.path == "/console/namespaces"
 
 
 def test_a_revoked_key_ends_its_sessions_at_the_next_request(
@@ -151,11 +167,19 @@ def test_forged_and_expired_sessions_are_refused(api: Api, browser: Browser, acm
     browser.sign_in(acme.admin_key)
     data_dir = api.platform.settings.data_dir
     secret = (data_dir / SECRET_FILE).read_text()
-    payload = {"key": acme.admin_key.split("_")[1], "csrf": "x"}
+    serializer = URLSafeTimedSerializer(secret, salt="shoal.console.session")
+    session_id = serializer.loads(browser.cookie or "")["sid"]  # the session signed in
+    payload = {"key": acme.admin_key.split("_")[1], "sid": session_id, "csrf": "x"}
     forged = URLSafeTimedSerializer("another secret", salt="shoal.console.session").dumps(payload)
     old = _signed_at(secret, payload, int(time.time()) - 24 * 3600)  # the TTL is 8 hours
     fresh = _signed_at(secret, payload, int(time.time()))
-    for value, accepted in ((forged, False), (old, False), (fresh, True)):
+    # A session id that was never opened, or one of another key: no row, no session.
+    unknown = _signed_at(secret, {**payload, "sid": "made-up"}, int(time.time()))
+    other_key = _signed_at(
+        secret, {**payload, "key": acme.write_key.split("_")[1]}, int(time.time())
+    )
+    cases = ((forged, False), (old, False), (unknown, False), (other_key, False), (fresh, True))
+    for value, accepted in cases:
         client = TestClient(api.client.app)
         client.cookies.set(COOKIE, value, path="/console")
         page = client.get("/console/namespaces")
