@@ -358,6 +358,13 @@ def test_the_console_works_at_phone_width_with_the_keyboard(served: Served, phon
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
     phone.goto("/console/namespaces/docs")
     shot(phone, "11-phone-namespace")
+    phone.goto("/console/namespaces/docs/ask")
+    phone.get_by_label("Question").fill("What do sea otters do while they sleep?")
+    phone.get_by_role("button", name="Ask", exact=True).click()
+    expect(phone.locator(".citation-file").first).to_have_text("otters.txt")
+    shot(phone, "16-phone-ask")
+    phone.goto("/console/usage")
+    shot(phone, "17-phone-usage")
 
 
 def test_dropped_files_upload_and_a_refused_upload_says_why(served: Served, page: Page) -> None:
