@@ -23,8 +23,7 @@ from app.console.web import (
     see_other,
 )
 from app.errors import InvalidRequestError, PermissionDeniedError
-from app.gateway.deps import PlatformDep, SessionDep
-from app.platform import Platform
+from app.gateway.deps import SessionDep
 from app.schemas.keys import KeyCreate
 from app.schemas.tenants import TenantUpdate
 from app.services import keys, tenants
@@ -44,10 +43,8 @@ def own_keys(console: ConsoleDep) -> Response:
 
 
 @router.get("/tenants/{tenant_id}")
-def tenant_page(
-    request: Request, tenant_id: str, console: ConsoleDep, db: SessionDep, platform: PlatformDep
-) -> Response:
-    return _page(request, db, platform, console, tenant_id)
+def tenant_page(request: Request, tenant_id: str, console: ConsoleDep, db: SessionDep) -> Response:
+    return _page(request, db, console, tenant_id)
 
 
 @router.post("/tenants/{tenant_id}/keys")
@@ -56,7 +53,6 @@ def key_create(
     tenant_id: str,
     console: FormDep,
     db: SessionDep,
-    platform: PlatformDep,
     name: Annotated[str, Form()] = "",
     scopes: Annotated[list[str] | None, Form()] = None,
     requests_per_minute: Annotated[str, Form()] = "",
@@ -100,10 +96,8 @@ def key_create(
         status, error = (
             (422, form_error(exc)) if isinstance(exc, ValidationError) else error_status(exc)
         )
-        return _page(
-            request, db, platform, console, tenant_id, form=form, error=error, status_code=status
-        )
-    return _page(request, db, platform, console, tenant_id, created=(row.name, secret))
+        return _page(request, db, console, tenant_id, form=form, error=error, status_code=status)
+    return _page(request, db, console, tenant_id, created=(row.name, secret))
 
 
 @router.post("/tenants/{tenant_id}/quotas")
@@ -112,7 +106,6 @@ def tenant_quotas(
     tenant_id: str,
     console: FormDep,
     db: SessionDep,
-    platform: PlatformDep,
     requests_per_minute: Annotated[str, Form()] = "",
     tokens_per_minute: Annotated[str, Form()] = "",
 ) -> Response:
@@ -129,7 +122,6 @@ def tenant_quotas(
         return _page(
             request,
             db,
-            platform,
             console,
             tenant_id,
             quota_form=given,
@@ -158,7 +150,6 @@ def _quotas(requests_per_minute: str, tokens_per_minute: str) -> dict[str, str]:
 def _page(
     request: Request,
     db: Session,
-    platform: Platform,
     console: Console,
     tenant_id: str,
     *,
