@@ -21,7 +21,6 @@ from retrieval.errors import QuestionTooLongError
 from retrieval.filters import Expr
 from retrieval.generation.base import Passage
 from retrieval.rerank import Reranker
-from retrieval.resilience import GuardedStore
 from retrieval.stores.base import Hit, SearchRequest, VectorStore
 
 MAX_LIMIT = 300
@@ -88,8 +87,7 @@ def search(searcher: Searcher, query: Query, visible: Visibility) -> Retrieved:
         EmbeddingUnavailableError: the embedding model failed.
     """
     check_question_length(searcher.embedder, query.question)
-    if isinstance(searcher.store, GuardedStore):
-        searcher.store.check_open()
+    searcher.store.check_open()
     options = searcher.options.overlay(query.stored).overlay(query.overrides)
     timings: dict[str, float] = {}
     mark = time.perf_counter()

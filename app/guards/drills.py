@@ -90,6 +90,9 @@ class FaultyStore:
         self._strike()
         self._inner.ping()
 
+    def check_open(self) -> None:
+        self._inner.check_open()  # no call to the store: a drill has nothing to strike
+
     def close(self) -> None:
         self._inner.close()
 

@@ -184,5 +184,10 @@ class VectorStore(Protocol):
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the store can serve calls (readiness)."""
 
+    def check_open(self) -> None:
+        """Raise :class:`StoreUnavailableError` at once if calls would be refused untried (an
+        open breaker, :class:`retrieval.resilience.GuardedStore`); a plain store never refuses,
+        and wrappers delegate. Lets a query skip the work before a search that cannot happen."""
+
     def close(self) -> None:
         """Release files and connections; the store is unusable afterwards."""

@@ -245,6 +245,9 @@ class EdgeStore:
             request = edge.CountRequest(exact=True, filter=to_filter(where, filter))
             return shard.count(request)
 
+    def check_open(self) -> None:
+        """Never refuses untried: this store has no breaker (see ``VectorStore.check_open``)."""
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the root is a writable directory and no
         collection is lost.

@@ -344,6 +344,9 @@ class ServerStore:
                 return 0
             return self._client.count(name, count_filter=count_filter, exact=True).count
 
+    def check_open(self) -> None:
+        """Never refuses untried: this store has no breaker (see ``VectorStore.check_open``)."""
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless Qdrant answers a collection listing.
 

@@ -193,6 +193,9 @@ class Flaky:
         self._enter()
         self.inner.ping()
 
+    def check_open(self) -> None:
+        self.inner.check_open()
+
     def close(self) -> None:
         self.release.set()
         self.inner.close()
