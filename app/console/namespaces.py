@@ -31,7 +31,7 @@ from app.services import documents, jobs, namespaces
 from app.services.keys import ADMIN, WRITE, TenantAccess, authorize_tenant_scope
 from app.services.uploads import UploadItem
 from ingestion.errors import IngestionError
-from retrieval.errors import StoreError
+from retrieval.errors import InvalidQueryError, StoreError
 from retrieval.generation.catalog import check_routes
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -110,7 +110,14 @@ def namespace_create(
             search=body.search.model_dump(exclude_none=True),
             store=platform.store,
         )
-    except (ValidationError, InvalidRequestError, ConflictError, StoreError) as exc:
+    # RoutesError (an InvalidQueryError): a route naming a generator the catalog lacks.
+    except (
+        ValidationError,
+        InvalidRequestError,
+        InvalidQueryError,
+        ConflictError,
+        StoreError,
+    ) as exc:
         status, error = (
             (422, form_error(exc)) if isinstance(exc, ValidationError) else error_status(exc)
         )

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Form, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
@@ -70,9 +70,9 @@ class _Asked:
     search_only: bool
 
 
-def _form(**fields: str) -> _Asked:
-    form: dict[str, Any] = dict(fields)
-    form["search_only"] = bool(fields.get("search_only"))
+def _form(fields: AskFields) -> _Asked:
+    form: dict[str, Any] = fields.model_dump()
+    form["search_only"] = bool(fields.search_only)
     return _Asked(form=form, search_only=form["search_only"])
 
 
@@ -152,7 +152,21 @@ def _failure(exc: Exception) -> tuple[int, str]:
 
 _REFUSALS = (json.JSONDecodeError, ValidationError, ShoalError, RetrievalError)
 
-AskField = Annotated[str, Form()]
+
+class AskFields(BaseModel):
+    """The Ask form's fields, as typed: ``QueryRequest`` checks them (:func:`_prepare`)."""
+
+    question: str = ""
+    filter: str = ""
+    top_k: str = ""
+    mode: str = ""
+    route: str = ""
+    max_tokens: str = ""
+    temperature: str = ""
+    search_only: str = ""
+
+
+AskForm = Annotated[AskFields, Form()]
 
 
 @router.get("/namespaces/{name}/ask")
@@ -169,27 +183,11 @@ def ask(
     console: FormDep,
     db: SessionDep,
     platform: PlatformDep,
-    question: AskField = "",
-    filter: AskField = "",
-    top_k: AskField = "",
-    mode: AskField = "",
-    route: AskField = "",
-    max_tokens: AskField = "",
-    temperature: AskField = "",
-    search_only: AskField = "",
+    fields: AskForm,
 ) -> Response:
     """Answer (or search) as ``POST /v1/namespaces/{ns}/query`` (``/search``) does, counted
     against the key's budgets; htmx gets the result panel alone."""
-    asked = _form(
-        question=question,
-        filter=filter,
-        top_k=top_k,
-        mode=mode,
-        route=route,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        search_only=search_only,
-    )
+    asked = _form(fields)
     namespace, common = _arguments(db, console, name)
     status, outcome, error = 200, None, None
     try:
@@ -209,27 +207,11 @@ def ask_streamed(
     console: FormDep,
     db: SessionDep,
     platform: PlatformDep,
-    question: AskField = "",
-    filter: AskField = "",
-    top_k: AskField = "",
-    mode: AskField = "",
-    route: AskField = "",
-    max_tokens: AskField = "",
-    temperature: AskField = "",
-    search_only: AskField = "",
+    fields: AskForm,
 ) -> Response:
     """The answer as Server-Sent Events (module docstring); a search-only question, or one
     refused before any text, is the result panel at once."""
-    asked = _form(
-        question=question,
-        filter=filter,
-        top_k=top_k,
-        mode=mode,
-        route=route,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        search_only=search_only,
-    )
+    asked = _form(fields)
     _, common = _arguments(db, console, name)
     try:
         arguments = _prepare(platform, console, common, asked)

@@ -598,7 +598,8 @@ def test_without_a_scope_the_cache_is_never_reached(model: RecordingModel) -> No
     assert len(cache) == 0  # nothing stored ...
     assert lookups.seen == []  # ... nothing looked up ...
     assert model.calls == [[TIDES[0], TIDES[1]], [TIDES[0]]]  # ... everything computed
-    np.testing.assert_array_equal(first[0], second[0])
+    # (the same vector, to float rounding: the model pads a text in a batch)
+    np.testing.assert_allclose(first[0], second[0], atol=1e-6)
 
 
 @pytest.mark.slow
