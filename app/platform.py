@@ -41,7 +41,7 @@ from retrieval.cache import EmbeddingCache, MemoryCache, RedisCache
 from retrieval.cached_embedder import CachedEmbedder
 from retrieval.errors import CacheUnavailableError, StoreUnavailableError
 from retrieval.generation.catalog import RouteCatalog
-from retrieval.generation.evidence import EvidenceGate
+from retrieval.generation.evidence import DEFAULT_GATE, EvidenceGate
 from retrieval.generation.extractive import ExtractiveGenerator
 from retrieval.rerank import make_reranker
 from retrieval.resilience import Breakers
@@ -281,7 +281,10 @@ def build_platform(settings: Settings, *, embedder: ModelEmbedder | None = None)
     sentences = CachedEmbedder(asking, cache, on_lookup=count_cache_lookups("answer"))
     # The gate decides whether to answer before any backend runs, so backends keep no floor.
     extractive = ExtractiveGenerator(
-        sentences, max_sentences=settings.retrieval.max_answer_sentences, min_score=None
+        sentences,
+        max_sentences=settings.retrieval.max_answer_sentences,
+        min_score=None,  # the evidence gate decides whether to answer
+        quote_floor=DEFAULT_GATE.passage_floor,
     )
     usage = UsageLedger(sessions)
     limits = make_limits(settings, rejections=usage)

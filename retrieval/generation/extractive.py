@@ -177,7 +177,9 @@ class ExtractiveGenerator:
     (retrieval order), in passage then text order. Whether to answer at all is the evidence
     gate's decision (:mod:`retrieval.generation.evidence`), taken before any backend runs; with
     ``min_score`` set, passages under it supply no quote and, with none left, it abstains (for
-    direct use without the gate). Calls ``embedder.encode`` once per answer.
+    direct use without the gate). With ``quote_floor`` set, a passage whose cosine is under it
+    supplies no quote unless it is the best one (the platform sets the gate's passage floor:
+    under it, a passage is about something else). Calls ``embedder.encode`` once per answer.
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class ExtractiveGenerator:
         max_sentences: int = 3,
         min_score: float | None = DEFAULT_MIN_SCORE,
         max_passages: int = MAX_QUOTED_PASSAGES,
+        quote_floor: float | None = None,
     ) -> None:
         if max_sentences < 1 or max_passages < 1:
             raise ValueError(
@@ -197,6 +200,7 @@ class ExtractiveGenerator:
         self._max_sentences = max_sentences
         self._min_score = min_score
         self._max_passages = max_passages
+        self._quote_floor = quote_floor
 
     def scoped(self, scope: str) -> Self:
         """This backend answering for ``scope`` (a tenant id): its sentence vectors are cached
@@ -206,6 +210,7 @@ class ExtractiveGenerator:
             max_sentences=self._max_sentences,
             min_score=self._min_score,
             max_passages=self._max_passages,
+            quote_floor=self._quote_floor,
         )
 
     @property
@@ -234,6 +239,12 @@ class ExtractiveGenerator:
         floor = self._min_score
         # Passages below the bar are weak evidence: they may not supply a quote either.
         strong = [p for p in passages if floor is None or p.score >= floor][: self._max_passages]
+        if strong and self._quote_floor is not None:
+            # Beside the best passage, one about something else supplies no quote, however
+            # few passages the namespace has to offer ("What do sea otters do while they
+            # sleep?" must not also quote a volcano at cosine 0.003).
+            top = max(p.score for p in strong)
+            strong = [p for p in strong if p.score >= self._quote_floor or p.score == top]
         candidates = _candidates(strong)
         if not candidates:
             return abstain("below_min_score" if floor is not None else "weak_evidence")

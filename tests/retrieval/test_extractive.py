@@ -162,6 +162,23 @@ def test_passages_below_min_score_supply_no_quotes() -> None:
     assert [c.chunk_id for c in answer.citations] == ["s"]
 
 
+def test_beside_the_best_passage_an_off_topic_one_supplies_no_quote() -> None:
+    embedder = TableEmbedder({"Otters hold hands.": 0.8, "Etna erupts often.": 0.05})
+    otters = Passage(chunk_id="o", document_id="d1", text="Otters hold hands.", score=0.75)
+    etna = Passage(chunk_id="e", document_id="d2", text="Etna erupts often.", score=0.003)
+    floored = ExtractiveGenerator(embedder, max_sentences=3, min_score=None, quote_floor=0.24)
+    unfloored = ExtractiveGenerator(embedder, max_sentences=3, min_score=None)
+
+    assert [c.chunk_id for c in floored.generate("q?", X_AXIS, [otters, etna]).citations] == ["o"]
+    assert [c.chunk_id for c in unfloored.generate("q?", X_AXIS, [otters, etna]).citations] == [
+        "o",
+        "e",
+    ]
+    # The best passage always may: whether to answer at all is the gate's decision.
+    weak_best = floored.generate("q?", X_AXIS, [etna])
+    assert [c.chunk_id for c in weak_best.citations] == ["e"]
+
+
 def test_max_sentences_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ExtractiveGenerator(TableEmbedder({}), max_sentences=0)
