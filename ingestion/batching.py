@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ingestion.embedder import Embedder
+from ingestion.embedder import ChunkEmbedder
 
 
 @dataclass
@@ -35,9 +35,9 @@ class _Request:
 
 
 class BatchingEmbedder:
-    """Wraps an :class:`Embedder`; thread-safe; same results, encoded in shared batches."""
+    """Wraps an :class:`ChunkEmbedder`; thread-safe; same results, encoded in shared batches."""
 
-    def __init__(self, embedder: Embedder, *, max_batch: int = 64, max_wait_s: float = 0.0):
+    def __init__(self, embedder: ChunkEmbedder, *, max_batch: int = 64, max_wait_s: float = 0.0):
         self._embedder = embedder
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s

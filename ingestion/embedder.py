@@ -63,11 +63,14 @@ def resolve_model_path(model: str) -> Path:
     )
 
 
-class Embedder(Protocol):
+class ChunkEmbedder(Protocol):
     """What indexing needs of an embedding model: its limits, its token count, its vectors.
 
-    It has the shape of ``retrieval.embedding.ChunkEmbedder``, so the embedding cache of
-    :mod:`retrieval.cache` can wrap one (``app`` wraps the indexing embedder in it).
+    The same Protocol, by shape and name, as ``retrieval.embedding.ChunkEmbedder``: ingestion
+    and retrieval may not import each other, so each states it; the embedding cache of
+    :mod:`retrieval.cache` wraps one (``app`` wraps the indexing embedder in it). The
+    texts-only shape is ``retrieval.embedding.Embedder``; a model that loads and reports itself
+    is :class:`ModelEmbedder`.
 
     :class:`SentenceTransformerEmbedder` is one; :class:`ingestion.batching.BatchingEmbedder`
     wraps one and is one too.
@@ -85,8 +88,8 @@ class Embedder(Protocol):
     ) -> npt.NDArray[np.float32]: ...
 
 
-class ModelEmbedder(Embedder, Protocol):
-    """An :class:`Embedder` that owns a model: what the platform needs to load and report it.
+class ModelEmbedder(ChunkEmbedder, Protocol):
+    """A :class:`ChunkEmbedder` that owns a model: what the platform needs to load and report it.
 
     :class:`SentenceTransformerEmbedder` and :class:`~ingestion.onnx_embedder.OnnxEmbedder`.
     """

@@ -1,6 +1,6 @@
 """What the read path needs from an embedding model.
 
-``app`` hands in ingestion's ``SentenceTransformerEmbedder``, which satisfies this Protocol
+``app`` hands in ingestion's embedders (torch or ONNX Runtime), which satisfy these Protocols
 structurally; retrieval never imports ingestion, and tests may pass any other implementation.
 """
 
@@ -38,7 +38,7 @@ class ChunkEmbedder(Embedder, Protocol):
     """An :class:`Embedder` that indexing can drive: it knows its token limit, counts tokens,
     and takes the counts chunking already made.
 
-    The shape of ``ingestion.embedder.Embedder`` (which retrieval may not import), so
+    The shape of ``ingestion.embedder.ChunkEmbedder`` (which retrieval may not import), so
     :class:`retrieval.cache.CachedEmbedder` can wrap ingestion's embedders and stand in for them.
     """
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.guards.faults import FaultRegistry, Target, strike
-from ingestion.embedder import Embedder
+from ingestion.embedder import ChunkEmbedder
 from retrieval.answers import AnswerCache, CachedAnswer
 from retrieval.cache import EmbeddingCache, Vector, VectorLike
 from retrieval.errors import (
@@ -98,10 +98,10 @@ class FaultyStore:
 
 
 class FaultyEmbedder:
-    """An embedding model subject to ``embedder`` faults (ingestion's ``Embedder`` shape, which
+    """An embedding model subject to ``embedder`` faults (ingestion's ``ChunkEmbedder`` shape, which
     also serves queries)."""
 
-    def __init__(self, embedder: Embedder, faults: FaultRegistry) -> None:
+    def __init__(self, embedder: ChunkEmbedder, faults: FaultRegistry) -> None:
         self._inner = embedder
         self._faults = faults
 

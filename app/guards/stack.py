@@ -15,7 +15,7 @@ from app.guards.drills import (
 from app.guards.faults import FaultRegistry, make_fault_registry
 from app.metrics import record_breaker_transition, track_breaker
 from app.settings import Settings
-from ingestion.embedder import Embedder, ModelEmbedder
+from ingestion.embedder import ChunkEmbedder, ModelEmbedder
 from retrieval.answers import AnswerCache
 from retrieval.cache import EmbeddingCache
 from retrieval.generation.base import GenerationBackend
@@ -30,7 +30,7 @@ class Guarded:
     ``SHOAL_ENABLE_FAULTS``, everything behind the fault registry."""
 
     store: GuardedStore
-    model: Embedder
+    model: ChunkEmbedder
     cache: EmbeddingCache
     answers: AnswerCache
     breakers: Breakers
@@ -64,7 +64,7 @@ def guard(
     breakers = Breakers(settings.breaker, on_transition=record_breaker_transition)
     store_breaker = breakers.get("vector_store")
     track_breaker(store_breaker.name, lambda: store_breaker.state)
-    embedder: Embedder = model
+    embedder: ChunkEmbedder = model
     if faults is not None:
         store = FaultyStore(store, faults)
         embedder = FaultyEmbedder(model, faults)

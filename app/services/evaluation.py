@@ -36,7 +36,7 @@ from app.services import documents, namespaces
 from app.services.search import retrieve
 from app.services.uploads import UploadItem
 from app.settings import Settings
-from ingestion.embedder import Embedder
+from ingestion.embedder import ChunkEmbedder
 from retrieval import references as raw
 from retrieval.stores import embedded_root
 
@@ -266,7 +266,7 @@ def references(
     namespace: Namespace,
     data: BeirData,
     documents_of: Mapping[str, str],
-    embedder: Embedder,
+    embedder: ChunkEmbedder,
 ) -> dict[str, Any]:
     """The raw references on the chunks Shoal indexed in ``namespace``, scored like
     :func:`evaluate` (a ``"method"`` says what each is):

@@ -27,7 +27,7 @@ from app.services.namespaces import check_embedding_model, collection_spec
 from ingestion.chunking import chunk
 from ingestion.config import ChunkingConfig, IngestionConfig
 from ingestion.document import Chunk, ParsedDocument
-from ingestion.embedder import Embedder
+from ingestion.embedder import ChunkEmbedder
 from ingestion.errors import IngestionError
 from ingestion.parsers import parse
 from ingestion.prompt_tokens import count_prompt_tokens
@@ -49,7 +49,7 @@ UPSERT_BATCH = 256
 class IndexingDeps:
     sessions: sessionmaker[Session]
     store: VectorStore
-    embedder: Embedder
+    embedder: ChunkEmbedder
     chunking: ChunkingConfig
     ingestion: IngestionConfig
     max_attempts: int  # claims of one document before it fails (SHOAL_WORKERS__MAX_ATTEMPTS)
